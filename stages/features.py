@@ -15,10 +15,11 @@ def main(params):
     model, _ = load_checkpoint("models/model.pt", model_config(params))
     splits = {name: load_split(f"data/prepared/{name}.pt") for name in ("train", "test")}
     w, b = model.head.weight.detach()[0], float(model.bias.detach())
-    metrics, tables, feats = {}, {}, {}
+    metrics, tables, feats, cumulatives = {}, {}, {}, {}
     for name, split in splits.items():
         phi = feats[name] = F.extract(model, split.images)
         ranks, cumulative = F.rank_metrics(phi, params.features.rank_tol)
+        cumulatives[name] = cumulative
         m = F.margins(phi, split.labels, w, b)
         metrics[name] = {**ranks, **F.offset_metrics(phi),
                          "head_margin": F.margin_summary(m)}
@@ -46,6 +47,9 @@ def main(params):
         "ce_limit_margin": limit["margin"] if limit_valid else None,
         "ce_limit_ratio": limit["margin"] / svm["margin"] if valid and limit_valid else None,
     }
+    dim = F.components_for(cumulatives["train"], params.features.subspace_variance)
+    metrics["theorem1"] = F.theorem1_on_fit(feats["train"], splits["train"].labels, w, b, dim,
+                                            params.features.svm_C, params.features.svm_max_iter)
     metrics["provenance"] = inherited()
     with Outputs() as out:
         for name, table in tables.items():

@@ -74,6 +74,7 @@ SETUPS = {
     "divergence": lambda w: _params(w, **{"train.lr": 1e30}),
     "model-missing": lambda w: (w / "models" / "model.pt").unlink(),
     "model-corrupt": lambda w: (w / "models" / "model.pt").write_bytes(b"junk"),
+    "subspace-variance-zero": lambda w: _params(w, features={"subspace_variance": 0}),
     "model-other-params": lambda w: _params(w, **{"train.lr": 0.005}),
     "attack-n-too-large": lambda w: _params(w, attack={"n_train": 8, "n_test": 999}),
     "epsilon-negative": lambda w: _params(w, attack={"pgd": {"epsilons": [0, -8]}}),

@@ -5,8 +5,9 @@
 * the trained head's margin in feature space, min_i y_i (w.phi_i + b) / ||w||, against the
   hard-margin linear SVM on the same training features (scikit-learn's libsvm solver): Theorem 1
   predicts a ratio far below 1 for cross-entropy, Theorem 2 close to 1 for differential training;
-* how far the features sit from the origin relative to their spread: the ingredient of
-  Theorem 1 (an affine subspace offset from the origin forces a poor CE margin).
+* how far the features sit from the origin relative to their spread, and Theorem 1's bound
+  computed from an affine-subspace fit of the features (an affine subspace offset from the origin
+  forces a poor CE margin); docs/theorem1.md derives the bound and states its assumptions.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from difftrain.data import to_float
 from difftrain.model import Net
 
 PERCENTILES = (1, 5, 25, 50)
+# Relative accuracy of the SVM margins (libsvm's tol=1e-4 on the KKT conditions): a bound built
+# from gamma counts as holding when exceeded by less than this.
+SOLVER_RTOL = 1e-4
 
 
 @torch.no_grad()
@@ -53,10 +57,15 @@ def rank_metrics(features: torch.Tensor, rank_tol: float) -> tuple[dict, np.ndar
     p = p[p > 0]
     return {
         "numerical_rank": int((s > rank_tol * s[0]).sum()),
-        "components_99": int(np.searchsorted(cumulative, 0.99 - 1e-12) + 1),
-        "components_999": int(np.searchsorted(cumulative, 0.999 - 1e-12) + 1),
+        "components_99": components_for(cumulative, 0.99),
+        "components_999": components_for(cumulative, 0.999),
         "effective_rank": float(torch.exp(-(p * p.log()).sum())),
     }, cumulative
+
+
+def components_for(cumulative: np.ndarray, fraction: float) -> int:
+    """How many leading principal components hold ``fraction`` of the variance."""
+    return min(int(np.searchsorted(cumulative, fraction - 1e-12) + 1), len(cumulative))
 
 
 def signs(labels: torch.Tensor) -> torch.Tensor:
@@ -122,6 +131,70 @@ def augmented_svm_margin(features: torch.Tensor, labels: torch.Tensor, C: float,
     m = margins(features, labels, wb[:-1], float(wb[-1]))
     return {"margin": float(m.min()), "w": wb[:-1], "b": float(wb[-1]),
             "converged": converged, "separates": bool((m > 0).all())}
+
+
+def affine_fit(features: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Least-squares affine subspace of dimension ``dim`` (PCA): (projected points, basis U, c).
+
+    ``c`` is the point of the subspace nearest the origin (orthogonal to U); the projected points
+    lie exactly on ``c + span(U)``, the setting of Theorem 1.
+    """
+    mean = features.mean(0)
+    basis = torch.linalg.svd(features - mean, full_matrices=False).Vh[:dim].T
+    projected = mean + (features - mean) @ basis @ basis.T
+    return projected, basis, mean - basis @ (basis.T @ mean)
+
+
+def theorem1(points: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, b: float, gamma: float,
+             basis: torch.Tensor, c: torch.Tensor) -> dict:
+    """Theorem 1's bound for the hyperplane (w, b) on points lying on ``c + span(basis)``.
+
+    ``bound`` is the paper's form with B = |b| / rho; it holds for every hyperplane whose
+    off-subspace weight is b c (gradient descent on cross-entropy from zero, and its limit).
+    ``general_bound`` uses the hyperplane's actual off-subspace weight and holds for any
+    separating hyperplane; ``span_deviation`` = ||w_perp - b c|| / ||w|| says how far (w, b) is
+    from the span condition (0 for CE gradient descent on fixed points). ``holds`` allows for
+    the SVM solver's accuracy (SOLVER_RTOL). None where (w, b) does not separate the points
+    (the bound assumes it does).
+    """
+    w = w.double().flatten()
+    rho = float((signs(labels) * (points @ w + b)).min())
+    w_perp = w - basis @ (basis.T @ w)
+    out = {"margin": rho / float(w.norm()),
+           "span_deviation": float((w_perp - b * c).norm() / w.norm())}
+    if rho <= 0:
+        return {**out, "B": None, "bound": None, "general_bound": None, "holds": None}
+    B = abs(b) / rho
+    bound = 1 / math.sqrt(1 / gamma ** 2 + B ** 2 * float(c @ c))
+    return {**out, "B": B, "bound": bound,
+            "general_bound": 1 / math.sqrt(1 / gamma ** 2 + float(w_perp @ w_perp) / rho ** 2),
+            "holds": out["margin"] <= bound * (1 + SOLVER_RTOL)}
+
+
+def theorem1_on_fit(features: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, b: float,
+                    dim: int, C: float, max_iter: int = 100_000) -> dict:
+    """Theorem 1 on the ``dim``-dimensional affine-subspace fit of the features.
+
+    The features are replaced by their projections onto the fit (which lie exactly on an affine
+    subspace, as the theorem assumes); ``residual_rms`` says how far the real features are from
+    them. Reports the fit's offset from the origin (sqrt(sum_k Delta_k^2)), its optimal margin
+    gamma, and the bound for the trained head and for the CE limit (the augmented SVM, which
+    satisfies the span condition exactly). Margins and bounds are None where the projected
+    features are not separable.
+    """
+    projected, basis, c = affine_fit(features, dim)
+    out = {"subspace_dim": dim,
+           "residual_rms": float((features - projected).square().sum(1).mean().sqrt()),
+           "offset": float(c.norm())}
+    svm = svm_margin(projected, labels, C, max_iter)
+    if not (svm["converged"] and svm["separates"]):
+        return {**out, "svm_margin": None, "head": None, "ce_limit": None}
+    limit = augmented_svm_margin(projected, labels, C, max_iter)
+    gamma = svm["margin"]
+    return {**out, "svm_margin": gamma,
+            "head": theorem1(projected, labels, w, b, gamma, basis, c),
+            "ce_limit": theorem1(projected, labels, limit["w"], limit["b"], gamma, basis, c)
+            if limit["converged"] else None}
 
 
 def offset_metrics(features: torch.Tensor) -> dict:

@@ -86,6 +86,7 @@ class FeaturesParams(_Section):
     rank_tol: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-3
     svm_C: Annotated[float, Field(gt=0.0)] = 1e5
     svm_max_iter: PositiveInt = 100_000
+    subspace_variance: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99
 
 
 def _epsilon_grid(value: tuple[float, ...]) -> tuple[float, ...]:
