@@ -32,6 +32,8 @@ def linear_experiment(t):
         rows.append({"iteration": step, "method": "differential (eq. 6) vs SVM",
                      "angle_degrees": angle_diff})
         diff = (w, T.eq5(x @ w, y))
+    bound_ce = T.theorem1_bound(x, y, 1, *ce, m_svm)
+    bound_limit = T.theorem1_bound(x, y, 1, w_aug, b_aug, m_svm)
     metrics = {
         "svm_margin": m_svm,
         "ce_limit_margin": m_aug,
@@ -41,6 +43,7 @@ def linear_experiment(t):
         "differential_ratio": T.margin(x, y, *diff) / m_svm,
         "final_angle_ce": angle_ce,
         "final_angle_differential": angle_diff,
+        "theorem1": {"ce": bound_ce, "ce_limit": bound_limit},
     }
     lines = {"SVM (optimal)": (w_svm, b_svm), "cross-entropy (GD)": ce, "differential (GD)": diff}
     return x, y, lines, pd.DataFrame(rows), metrics
@@ -52,8 +55,11 @@ def remark1_sweep(t):
     for k in t.sweep_dims:
         for offset in t.sweep_offsets:
             x, y = T.affine_data(3 * t.n_per_class, t.sweep_d, k, offset, t.gap, t.seed)
-            ratio = T.augmented_svm(x, y)[2] / T.svm(x, y)[2]
-            rows.append({"subspace_dim": k, "offset": offset, "ce_limit_ratio": ratio})
+            _, _, optimal = T.svm(x, y)
+            w, b, limit = T.augmented_svm(x, y)
+            bound = T.theorem1_bound(x, y, k, w, b, optimal)["bound"]
+            rows.append({"subspace_dim": k, "offset": offset, "ce_limit_ratio": limit / optimal,
+                         "theorem1_bound_ratio": bound / optimal})
     return pd.DataFrame(rows)
 
 
@@ -130,10 +136,13 @@ def main(params):
         fig.savefig(folder / "theorem2_angles.png", dpi=120)
         plt.close(fig)
         fig, ax = plt.subplots(figsize=(6, 4))
-        sns.lineplot(data=sweep, x="offset", y="ce_limit_ratio", hue="subspace_dim",
+        long = sweep.melt(["subspace_dim", "offset"], var_name="quantity", value_name="ratio")
+        long["quantity"] = long["quantity"].map({"ce_limit_ratio": "CE limit",
+                                                 "theorem1_bound_ratio": "Theorem 1 bound"})
+        sns.lineplot(data=long, x="offset", y="ratio", hue="subspace_dim", style="quantity",
                      marker="o", ax=ax, palette="viridis")
         ax.set(xscale="symlog", xlabel=f"offset from the origin (d = {t.sweep_d})",
-               ylabel="CE limit margin / optimal margin", title="Remark 1")
+               ylabel="margin / optimal margin", title="Remark 1")
         fig.tight_layout()
         fig.savefig(folder / "remark1.png", dpi=120)
         plt.close(fig)

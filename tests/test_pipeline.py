@@ -46,6 +46,10 @@ def test_dag_and_declared_files_exist(project):
     metrics = json.loads(sh("dvc", "metrics", "show", "--json", cwd=project))
     assert metrics  # dvc reads every declared metrics file
     assert "CIFAR-10" in (project / "metrics" / "prepare.json").read_text()
+    theorem1 = json.loads((project / "metrics" / "features.json").read_text())["theorem1"]
+    assert {"subspace_dim", "residual_rms", "offset", "svm_margin", "head", "ce_limit"} <= set(theorem1)
+    theory = json.loads((project / "metrics" / "theory.json").read_text())["linear"]["theorem1"]
+    assert theory["ce"]["holds"] and theory["ce_limit"]["holds"]
 
 
 def test_changing_one_section_reruns_only_what_depends_on_it(project):

@@ -78,3 +78,32 @@ def test_input_margin_of_a_known_linear_boundary():
     labels = torch.tensor([0, 0, 1, 1])
     m = T.input_margin(net, points, labels, resolution=801)
     assert m.tolist() == pytest.approx([1.5, 0.5, 1.5, 0.5], abs=0.01)
+
+
+@pytest.mark.parametrize("seed, d, k, offset", [(0, 2, 1, 5.0), (1, 10, 2, 10.0), (2, 20, 10, 3.0),
+                                                (4, 20, 2, 1.0), (5, 8, 3, 2.0)])
+def test_theorem1_bound_holds_along_cross_entropy_gradient_descent(seed, d, k, offset):
+    points, labels = T.affine_data(15, d, k, offset, 1.0, seed)
+    _, _, optimal = T.svm(points, labels)
+    checked = 0
+    for step, w, b in T.gd_cross_entropy(points, labels, 5000, 1.0):
+        t = T.theorem1_bound(points, labels, k, w, b, optimal)
+        assert t["span_deviation"] < 1e-9  # gradient descent from zero: w_perp = b c
+        if t["bound"] is not None:  # once the iterate separates
+            assert t["holds"] and t["bound"] <= optimal * (1 + 1e-12)
+            checked += 1
+    assert checked > 10
+    w, b, _ = T.augmented_svm(points, labels)
+    assert T.theorem1_bound(points, labels, k, w, b, optimal)["holds"]
+
+
+def test_theorem1_bound_is_tight_on_a_line_and_binds_the_svm_only_through_the_span():
+    # On a line (k = 1) the in-line direction is fixed, so the CE limit meets its bound; the
+    # SVM's own hyperplane, with a free bias and no weight off the line, exceeds the paper form.
+    points, labels = T.affine_data(20, 2, 1, 5.0, 1.0, seed=0)
+    w_svm, b_svm, optimal = T.svm(points, labels)
+    w, b, limit = T.augmented_svm(points, labels)
+    t = T.theorem1_bound(points, labels, 1, w, b, optimal)
+    assert t["bound"] == pytest.approx(limit, rel=1e-4) and t["bound"] < 0.5 * optimal
+    own = T.theorem1_bound(points, labels, 1, w_svm, b_svm, optimal)
+    assert own["margin"] > 2 * own["bound"]

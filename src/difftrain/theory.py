@@ -11,8 +11,11 @@ What is computed and why:
   falls below the optimal (unpenalised-bias) SVM margin. Weight on directions in which every
   point has the same coordinate acts as a cheap bias, so how much is lost depends on the
   subspace's dimension as well as its offset (the Remark 1 sweep measures both). We compute this
-  limit exactly, by solving the augmented SVM, and report it as the CE margin bound; the paper's
-  closed-form upper bound is not reproduced here.
+  limit exactly, by solving the augmented SVM, and beside it Theorem 1's upper bound
+  1 / sqrt(1/gamma^2 + B^2 sum_k Delta_k^2) for the gradient-descent iterate and for the limit
+  (``features.theorem1``; derivation in docs/theorem1.md). The bound captures the margin lost to
+  weight off the subspace; the limit also loses margin to the bias penalty inside the subspace,
+  which the bound does not see.
 * The differential loss eq. (6) sees only differences x_i - y_j, which do not move with the
   offset; Theorem 2 says gradient descent on it converges in direction to the SVM direction.
   We track the angle between w(t) and the SVM's w along the iterations (it decays like
@@ -26,7 +29,8 @@ import math
 import torch
 from torch import nn
 
-from difftrain.features import augmented_svm_margin, margins, signs, svm_margin
+from difftrain.features import (affine_fit, augmented_svm_margin, margins, signs, svm_margin,
+                                theorem1)
 from difftrain.losses import eq5_bias
 
 
@@ -66,6 +70,13 @@ def augmented_svm(points, labels, C: float = 1e6):
     gradient descent on cross-entropy with a bias. Returns (w, b, margin in the original space)."""
     out = augmented_svm_margin(points, labels, C, max_iter=1_000_000)
     return out["w"], out["b"], out["margin"]
+
+
+def theorem1_bound(points, labels, k: int, w, b: float, gamma: float) -> dict:
+    """Theorem 1 for the hyperplane (w, b) on points lying on a k-dim affine subspace, with the
+    subspace's distance from the origin (``offset``, sqrt(sum_k Delta_k^2))."""
+    _, basis, c = affine_fit(points, k)
+    return {"offset": float(c.norm()), **theorem1(points, labels, w, b, gamma, basis, c)}
 
 
 def angle_degrees(a: torch.Tensor, b: torch.Tensor) -> float:
