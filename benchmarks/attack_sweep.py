@@ -13,10 +13,11 @@ import time
 
 import torch
 
-from difftrain import attack as A
 from difftrain.data import load_split, to_float
-from difftrain.model import load_checkpoint
+from difftrain.foolbox_attacks import PGD, PGD_LOSSES
+from difftrain.model import TwoLogits, load_checkpoint
 from difftrain.params import load_params
+from difftrain.robustness import budget_sweep, stratified, unpruned_sweep
 
 
 def main():
@@ -24,25 +25,25 @@ def main():
     parser.add_argument("--model", default="models/model.pt")
     parser.add_argument("--split", default="test")
     parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--loss", default="margin", choices=sorted(A.PGD_ATTACKS))
+    parser.add_argument("--loss", default="margin", choices=sorted(PGD_LOSSES))
     args = parser.parse_args()
 
     params = load_params()
     pgd = params.attack.pgd.model_copy(update={"random_start": False})
     model, config = load_checkpoint(args.model)
     split = load_split(f"data/prepared/{args.split}.pt")
-    positions = A.stratified(split, args.n, 0, "--n")
+    positions = stratified(split, args.n, 0, "--n")
     x, y = to_float(split.images[positions]), split.labels[positions]
-    fmodel, counter = A.foolbox_model(model)
-    attack = A.pgd_attack(pgd, args.loss)
+    counter = TwoLogits(model)
+    attack = PGD(counter, pgd, args.loss)
     eps = pgd.epsilons
 
     counter.images_evaluated, start = 0, time.perf_counter()
-    pruned = A.accuracy_curve(A.pgd_sweep(fmodel, attack, x, y, eps, 1, 500, 0, progress=False), len(eps))
+    pruned = budget_sweep(attack, x, y, eps, 500, 0, progress=False).accuracy
     pruned_time, pruned_evals = time.perf_counter() - start, counter.images_evaluated
 
     counter.images_evaluated, start = 0, time.perf_counter()
-    success = A.full_sweep(fmodel, attack, x, y, eps, 500, 0)
+    success = unpruned_sweep(attack, x, y, eps, 500, 0)
     full_time, full_evals = time.perf_counter() - start, counter.images_evaluated
     full = [float(1 - s.double().mean()) for s in success]
     full_nested = [float(1 - s.double().mean()) for s in success.cummax(dim=0).values]

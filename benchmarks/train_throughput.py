@@ -16,10 +16,10 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from difftrain import losses, pairs
+from difftrain import pairs
 from difftrain.data import Split, load_split, to_float
-from difftrain.io import tensor_sha256
 from difftrain.model import Net
+from difftrain.objectives import OBJECTIVES
 from difftrain.params import parse_params
 from difftrain.runtime import resolve_device
 from difftrain.train import channel_stats, make_optimizer, train_epoch
@@ -72,26 +72,29 @@ def main():
         params = parse_params({"loss": loss, "device": args.device,
                                "pairs": {"fraction": 1e-6},  # one diagonal: cost is the same for any
                                "train": {"epochs": args.epochs + 1}})
-        index = pairs.build(split.labels, params.pairs, args.epochs + 1,
-                            tensor_sha256(split.labels)) if loss != "cross_entropy" else None
+        objective = OBJECTIVES[loss]
+        index = pairs.build(split.labels, params.pairs, args.epochs + 1) if objective.pairwise \
+            else None
         torch.manual_seed(0)
         model = Net(False, *channel_stats(split.images)).to(device)
-        optimizer = make_optimizer(model, params)
+        optimizer = make_optimizer(model, params, objective)
         generator = torch.Generator().manual_seed(0)
-        seconds = time_epochs(lambda e: train_epoch(model, optimizer, params, images, labels,
+        seconds = time_epochs(lambda e: train_epoch(model, optimizer, objective,
+                                                    params.train.batch_size, images, labels,
                                                     index, e, generator), args.epochs, device)
         rates[loss] = n / seconds
 
     params = parse_params({"device": args.device})
     torch.manual_seed(0)
     model = Net(False, *channel_stats(split.images)).to(device)
-    optimizer = make_optimizer(model, params)
+    ce = OBJECTIVES["cross_entropy"]
+    optimizer = make_optimizer(model, params, ce)
     loader = DataLoader(PerImage(split), batch_size=params.train.batch_size, shuffle=True)
 
     def dataloader_epoch(_):
         model.train()
         for x, y in loader:
-            loss = losses.cross_entropy(model(x.to(device)), y.to(device))
+            loss = ce.batch_loss(model, x.to(device), y.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -3,13 +3,13 @@
 from difftrain import pairs
 from difftrain.cli import run_stage
 from difftrain.data import load_split
-from difftrain.io import Outputs, tensor_sha256
+from difftrain.io import Outputs
 from difftrain.provenance import inherited
 
 
 def main(params):
     labels = load_split("data/prepared/train.pt").labels
-    index = pairs.build(labels, params.pairs, params.train.epochs, tensor_sha256(labels))
+    index = pairs.build(labels, params.pairs, params.train.epochs)
     metrics = {"strategy": index.strategy, "block_size": params.pairs.block_size,
                "fraction_requested": params.pairs.fraction, **index.coverage(),
                "provenance": inherited()}

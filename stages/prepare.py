@@ -1,8 +1,8 @@
 """prepare: the two-class CIFAR-10 subset as uint8 tensors, plus counts and content hashes."""
 
 from difftrain.cli import run_stage
-from difftrain.data import prepare
-from difftrain.io import Outputs, git_revision, tensor_sha256
+from difftrain.data import prepare, tensor_sha256
+from difftrain.io import Outputs, git_revision
 from difftrain.provenance import data_provenance
 
 

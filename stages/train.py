@@ -6,16 +6,17 @@ from dvclive import Live
 
 from difftrain import pairs
 from difftrain.cli import run_stage
-from difftrain.data import load_split
+from difftrain.data import load_splits
 from difftrain.io import Outputs
+from difftrain.model import checkpoint, model_config
+from difftrain.objectives import OBJECTIVES
 from difftrain.provenance import inherited
-from difftrain.model import checkpoint
-from difftrain.train import fit, model_config
+from difftrain.train import fit
 
 
 def main(params):
-    train, test = load_split("data/prepared/train.pt"), load_split("data/prepared/test.pt")
-    index = pairs.load("data/pairs/index.pt") if params.loss != "cross_entropy" else None
+    splits = load_splits()
+    index = pairs.load("data/pairs/index.pt") if OBJECTIVES[params.loss].pairwise else None
     with Outputs() as out:
         live = Live(str(out.dir("dvclive/train")), dvcyaml=False, save_dvc_exp=False)
 
@@ -25,7 +26,7 @@ def main(params):
                     live.log_metric(key, value)
             live.next_step()
 
-        result = fit(params, train, test, index, on_epoch=log)
+        result = fit(params, splits["train"], splits["test"], index, on_epoch=log)
         live.end()
         out.save_torch(checkpoint(result.model, model_config(params)), "models/model.pt")
         out.save_json({**result.metrics, "provenance": inherited()}, "metrics/train.json")

@@ -1,10 +1,12 @@
 import pytest
 import torch
 
-from difftrain import attack as A
+from difftrain import robustness as R
 from difftrain.data import prepare, to_float
 from difftrain.errors import ParamsError
-from difftrain.model import predict
+from difftrain.foolbox_attacks import PGD, CarliniWagner, foolbox_model
+from difftrain.labels import predict
+from difftrain.model import TwoLogits
 from difftrain.params import CWParams, DataParams, PGDParams, parse_params
 from difftrain.train import fit
 
@@ -29,7 +31,7 @@ def _inputs(splits, name="train"):
 
 def test_foolbox_model_predicts_what_the_library_predicts(tiny_ce):
     model, splits = tiny_ce
-    fmodel, _ = A.foolbox_model(model)
+    fmodel = foolbox_model(TwoLogits(model))
     for name in ("train", "test"):
         x, _ = _inputs(splits, name)
         with torch.no_grad():
@@ -42,10 +44,9 @@ def test_foolbox_model_predicts_what_the_library_predicts(tiny_ce):
 def test_pgd_reaches_full_success_at_large_epsilon_and_starts_at_clean(tiny_ce, loss):
     model, splits = tiny_ce
     x, y = _inputs(splits)
-    fmodel, _ = A.foolbox_model(model)
     params = PGDParams(epsilons=EPS, steps=20, random_start=False)
-    fooled_at = A.pgd_sweep(fmodel, A.pgd_attack(params, loss), x, y, EPS, 1, 64, 0, progress=False)
-    curve = A.accuracy_curve(fooled_at, len(EPS))
+    curve = R.budget_sweep(PGD(TwoLogits(model), params, loss), x, y, EPS, 64, 0,
+                           progress=False).accuracy
     clean = float((predict(model(x).detach()) == y).double().mean())
     assert curve[0] == clean
     assert curve[-1] == 0.0
@@ -55,20 +56,20 @@ def test_pgd_reaches_full_success_at_large_epsilon_and_starts_at_clean(tiny_ce, 
 def test_survivor_pruning_equals_attacking_every_image_at_every_epsilon(tiny_ce):
     model, splits = tiny_ce
     x, y = _inputs(splits)
-    fmodel, counter = A.foolbox_model(model)
-    attack = A.pgd_attack(PGDParams(steps=10, random_start=False), "margin")
-    eps = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
-    counter.images_evaluated = 0
-    pruned = A.accuracy_curve(A.pgd_sweep(fmodel, attack, x, y, eps, 1, 64, 0, progress=False), len(eps))
+    counter = TwoLogits(model)
+    attack = PGD(counter, PGDParams(steps=10, random_start=False), "margin")
+    eps = (0.0, 2.0, 8.0, 32.0, 64.0, 128.0)
+    pruned = R.budget_sweep(attack, x, y, eps, 64, 0, progress=False).accuracy
     pruned_cost = counter.images_evaluated
     counter.images_evaluated = 0
-    success = A.full_sweep(fmodel, attack, x, y, eps, 64, 0)
+    success = R.unpruned_sweep(attack, x, y, eps, 64, 0)
     full_cost = counter.images_evaluated
     # Nested balls: "fooled at some epsilon <= e" is what the pruned sweep reports.
     cumulative = success.cummax(dim=0).values
-    assert pruned == [float(1 - c.double().mean()) for c in cumulative]
+    assert pruned == [float((~c).double().mean()) for c in cumulative]
     # and PGD is monotone here, so it equals the per-epsilon accuracies themselves
     assert pruned == pytest.approx([float(1 - s.double().mean()) for s in success], abs=1 / len(y))
+    assert 0 < pruned[2] and pruned[-1] == 0  # some images fall early, so pruning saves work
     assert pruned_cost < full_cost
 
 
@@ -81,12 +82,11 @@ def test_margin_pgd_is_never_weaker_than_cross_entropy_pgd_on_a_saturated_model(
         saturated.bias.mul_(1e6)
     saturated.eval()
     x, y = _inputs(splits)
-    fmodel, _ = A.foolbox_model(saturated)
     eps = (0.0, 4.0, 16.0, 64.0)
     curves = {}
     for loss in ("cross_entropy", "margin"):
-        attack = A.pgd_attack(PGDParams(steps=20, random_start=False), loss)
-        curves[loss] = A.accuracy_curve(A.pgd_sweep(fmodel, attack, x, y, eps, 1, 64, 0, progress=False), len(eps))
+        attack = PGD(TwoLogits(saturated), PGDParams(steps=20, random_start=False), loss)
+        curves[loss] = R.budget_sweep(attack, x, y, eps, 64, 0, progress=False).accuracy
     assert all(m <= c for m, c in zip(curves["margin"], curves["cross_entropy"]))
     assert curves["margin"][-1] < curves["cross_entropy"][-1]  # CE-PGD is stuck on saturation
 
@@ -94,22 +94,22 @@ def test_margin_pgd_is_never_weaker_than_cross_entropy_pgd_on_a_saturated_model(
 def test_cw_distances_give_accuracy_curve_from_clean_to_zero(tiny_ce):
     model, splits = tiny_ce
     x, y = _inputs(splits, "test")
-    fmodel, _ = A.foolbox_model(model)
-    dist = A.cw_min_l2(fmodel, x, y, CWParams(steps=50, binary_search_steps=4), 64, progress=False)
+    attack = CarliniWagner(TwoLogits(model), CWParams(steps=50, binary_search_steps=4))
+    dist = R.norm_sweep(attack, x, y, (0.0,), 64, progress=False).min_radius
     correct = predict(model(x).detach()) == y
     assert (dist[~correct] == 0).all() and (dist[correct] > 0).all()
     assert torch.isfinite(dist).all()
-    curve = A.l2_accuracy_curve(dist, (0.0, float(dist.max()) + 1))
+    curve = R.accuracy_at(dist, (0.0, float(dist.max()) + 1))
     assert curve == [float(correct.double().mean()), 0.0]
 
 
 def test_stratified_choice_is_balanced_deterministic_and_checked(tiny_ce):
     _, splits = tiny_ce
-    a = A.stratified(splits["train"], 10, 0, "attack.n_train")
-    assert torch.equal(a, A.stratified(splits["train"], 10, 0, "attack.n_train"))
+    a = R.stratified(splits["train"], 10, 0, "attack.n_train")
+    assert torch.equal(a, R.stratified(splits["train"], 10, 0, "attack.n_train"))
     assert int((splits["train"].labels[a] == 0).sum()) == 5
     with pytest.raises(ParamsError, match="attack.n_train is 99, but the split holds only 48"):
-        A.stratified(splits["train"], 99, 0, "attack.n_train")
+        R.stratified(splits["train"], 99, 0, "attack.n_train")
 
 
 @pytest.mark.parametrize("raw, message", [

@@ -49,8 +49,11 @@ def test_subsampling_is_deterministic_and_seed_dependent(image_folder):
     assert (a["train"].index[:5].diff() > 0).all()  # kept in source order
 
 
-def test_detects_missing_root_as_download(tmp_path):
-    assert detect_source(tmp_path / "absent") == "download"
+def test_missing_root_is_detected_and_prepare_refuses_it_without_downloading(tmp_path):
+    assert detect_source(tmp_path / "absent") == "missing"
+    with pytest.raises(DataError, match="is missing or empty; .*python -m difftrain.fetch"):
+        prepare(DataParams(root=str(tmp_path / "absent")))
+    assert not (tmp_path / "absent").exists()  # nothing downloaded, nothing created
     (tmp_path / "stray.txt").write_text("x")
     with pytest.raises(DataError, match="holds neither cifar-10-batches-py"):
         detect_source(tmp_path)

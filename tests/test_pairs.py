@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from difftrain import pairs
+from difftrain.data import tensor_sha256
 from difftrain.errors import DataError
 from difftrain.params import PairsParams
 
@@ -23,7 +24,7 @@ def _explicit_pairs(index: pairs.PairIndex) -> set[tuple[int, int]]:
                          [(40, 40, 4, 0.5, 6), (37, 45, 5, 0.3, 4), (50, 30, 8, 1.0, 6)])
 def test_only_cross_pairs_and_fraction_within_tolerance(nx, ny, block, fraction, epochs):
     labels = _labels(nx, ny)
-    index = pairs.build(labels, PairsParams(fraction=fraction, block_size=block), epochs, "h")
+    index = pairs.build(labels, PairsParams(fraction=fraction, block_size=block), epochs)
     seen = _explicit_pairs(index)
     assert all(labels[i] == 0 and labels[j] == 1 for i, j in seen)
     coverage = index.coverage()
@@ -36,7 +37,7 @@ def test_only_cross_pairs_and_fraction_within_tolerance(nx, ny, block, fraction,
 
 def test_each_epoch_uses_every_image_once():
     labels = _labels(30, 34)
-    index = pairs.build(labels, PairsParams(fraction=0.5, block_size=4), 5, "h")
+    index = pairs.build(labels, PairsParams(fraction=0.5, block_size=4), 5)
     for epoch_round in index.rounds:
         xs = torch.cat([index.block(0, a) for a, _ in epoch_round.tolist()])
         ys = torch.cat([index.block(1, b) for _, b in epoch_round.tolist()])
@@ -46,35 +47,36 @@ def test_each_epoch_uses_every_image_once():
 
 def test_full_fraction_covers_every_pair():
     labels = _labels(12, 12)
-    index = pairs.build(labels, PairsParams(fraction=1.0, block_size=3), 4, "h")
+    index = pairs.build(labels, PairsParams(fraction=1.0, block_size=3), 4)
     assert len(_explicit_pairs(index)) == 144
     assert index.coverage()["fraction"] == 1.0
 
 
 def test_same_seed_same_index_other_seed_other_index():
     labels = _labels(40, 40)
-    a = pairs.build(labels, PairsParams(seed=3, block_size=4), 5, "h")
-    b = pairs.build(labels, PairsParams(seed=3, block_size=4), 5, "h")
-    c = pairs.build(labels, PairsParams(seed=4, block_size=4), 5, "h")
+    a = pairs.build(labels, PairsParams(seed=3, block_size=4), 5)
+    b = pairs.build(labels, PairsParams(seed=3, block_size=4), 5)
+    c = pairs.build(labels, PairsParams(seed=4, block_size=4), 5)
     assert all(torch.equal(a.to_dict()[k], b.to_dict()[k]) for k in ("x_order", "rounds"))
     assert not torch.equal(a.x_order, c.x_order)
 
 
 def test_too_few_epochs_for_the_fraction_is_explained():
     with pytest.raises(DataError, match=r"pairs.fraction=1.0 needs 10 epochs .* train.epochs is 3"):
-        pairs.build(_labels(40, 40), PairsParams(fraction=1.0, block_size=4), 3, "h")
+        pairs.build(_labels(40, 40), PairsParams(fraction=1.0, block_size=4), 3)
 
 
 def test_block_larger_than_a_class_is_explained():
     with pytest.raises(DataError, match="pairs.block_size is 64, but the smaller training class has only 10"):
-        pairs.build(_labels(10, 40), PairsParams(block_size=64), 3, "h")
+        pairs.build(_labels(10, 40), PairsParams(block_size=64), 3)
 
 
 def test_round_trip_and_format_check(tmp_path):
-    index = pairs.build(_labels(20, 20), PairsParams(block_size=4), 2, "abc")
+    labels = _labels(20, 20)
+    index = pairs.build(labels, PairsParams(block_size=4), 2)
     torch.save(index.to_dict(), tmp_path / "index.pt")
     loaded = pairs.load(tmp_path / "index.pt")
-    assert loaded.labels_sha256 == "abc" and torch.equal(loaded.rounds, index.rounds)
+    assert loaded.labels_sha256 == tensor_sha256(labels) and torch.equal(loaded.rounds, index.rounds)
     torch.save({**index.to_dict(), "format_version": 99}, tmp_path / "old.pt")
     with pytest.raises(DataError, match="pair index format 99"):
         pairs.load(tmp_path / "old.pt")

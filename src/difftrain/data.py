@@ -1,10 +1,13 @@
 """CIFAR-10 sources and the prepared two-class splits every later stage reads.
 
-Three sources, detected from ``data.root``:
+Two sources, detected from ``data.root``:
 
 * ``cifar-10-batches-py`` (torchvision's pickled batches, the original CIFAR-10),
-* an image-folder tree ``{train,test}/<class name>/*`` (PNG or JPEG; e.g. the offline JPEG copy),
-* nothing there: torchvision downloads the original CIFAR-10 into ``data.root``.
+* an image-folder tree ``{train,test}/<class name>/*`` (PNG or JPEG; e.g. the offline JPEG copy).
+
+A missing or empty ``data.root`` is an error here: ``python -m difftrain.fetch`` (``make data``)
+downloads CIFAR-10 there before ``dvc repro``, since DVC hashes the folder as prepare's dependency
+and a download during the stage would change a dependency while it runs.
 
 A prepared split is a dict of tensors: ``images`` uint8 (N, 3, 32, 32), ``labels`` int64 (0 for
 class x, the first of ``data.classes``; 1 for class y) and ``index`` int64, the image's position
@@ -13,6 +16,7 @@ within its class in the source (so a result can be traced back to the source fil
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +29,7 @@ from difftrain.errors import DataError
 from difftrain.params import CIFAR10_CLASSES, DataParams
 
 SPLITS = ("train", "test")
+PREPARED = "data/prepared"  # where the prepare stage writes {train,test}.pt
 BATCHES_DIR = "cifar-10-batches-py"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm"}
 _PICKLES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
@@ -52,35 +57,19 @@ class Split:
 
 
 def detect_source(root: str | Path) -> str:
-    """'batches', 'image_folder' or 'download' (root missing or empty)."""
+    """'batches', 'image_folder' or 'missing' (root missing or empty)."""
     root = Path(root)
     if (root / BATCHES_DIR).is_dir() or root.name == BATCHES_DIR:
         return "batches"
     if root.is_dir() and any((root / split).is_dir() for split in SPLITS):
         return "image_folder"
     if not root.exists() or (root.is_dir() and not any(root.iterdir())):
-        return "download"
+        return "missing"
     raise DataError(
         f"data.root {str(root)!r} holds neither {BATCHES_DIR}/ nor an image-folder tree "
         f"(train/<class>/*, test/<class>/*); point data.root at one, or at a missing or empty "
-        f"folder to download CIFAR-10 there"
+        f"folder and run `python -m difftrain.fetch` to download CIFAR-10 there"
     )
-
-
-def download(root: str | Path) -> Path:
-    """Download the original CIFAR-10 (python batches) through torchvision into ``root``."""
-    from torchvision.datasets import CIFAR10
-
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        CIFAR10(str(root), train=True, download=True)
-    except Exception as exc:  # network errors come in many types
-        raise DataError(
-            f"data.root {str(root)!r} is empty and downloading CIFAR-10 failed ({exc}); "
-            f"put cifar-10-batches-py or an image-folder copy there"
-        ) from exc
-    return root
 
 
 def _read_batches(root: Path, split: str, classes) -> dict[str, torch.Tensor]:
@@ -135,11 +124,12 @@ def _read_image_folder(root: Path, split: str, classes) -> dict[str, torch.Tenso
 
 
 def read_source(root: str | Path, classes, split: str) -> tuple[str, dict[str, torch.Tensor]]:
-    """(source format, {class name: uint8 images}) for one split, downloading if needed."""
+    """(source format, {class name: uint8 images}) for one split."""
     source = detect_source(root)
-    if source == "download":
-        download(root)
-        source = "batches"
+    if source == "missing":
+        raise DataError(f"data.root {str(root)!r} is missing or empty; put cifar-10-batches-py or "
+                        f"an image-folder copy there, or run `python -m difftrain.fetch` "
+                        f"(`make data`) to download CIFAR-10")
     reader = _read_batches if source == "batches" else _read_image_folder
     return source, reader(Path(root), split, classes)
 
@@ -184,6 +174,21 @@ def load_split(path: str | Path) -> Split:
         raise
     except Exception as exc:
         raise DataError(f"{path}: not a prepared split ({exc})") from None
+
+
+def load_splits(folder: str | Path = PREPARED) -> dict[str, Split]:
+    """Both prepared splits, {'train': ..., 'test': ...}."""
+    return {name: load_split(Path(folder) / f"{name}.pt") for name in SPLITS}
+
+
+def tensor_sha256(*tensors: torch.Tensor) -> str:
+    """Content hash of tensors (dtype, shape and bytes), independent of how they were saved."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -3,30 +3,30 @@
 * rank (paper Fig. 2): PCA spectrum of the 84-d features phi, numerical rank, components for
   99% / 99.9% of the variance, effective rank (Roy & Vetterli, 2007);
 * the trained head's margin in feature space, min_i y_i (w.phi_i + b) / ||w||, against the
-  hard-margin linear SVM on the same training features (scikit-learn's libsvm solver): Theorem 1
-  predicts a ratio far below 1 for cross-entropy, Theorem 2 close to 1 for differential training;
+  hard-margin linear SVM on the same training features: Theorem 1 predicts a ratio far below 1
+  for cross-entropy, Theorem 2 close to 1 for differential training;
 * how far the features sit from the origin relative to their spread, and Theorem 1's bound
   computed from an affine-subspace fit of the features (an affine subspace offset from the origin
   forces a poor CE margin); docs/theorem1.md derives the bound and states its assumptions.
+
+The margins, SVMs and the bound are general linear-classifier geometry (``geometry.py``); this
+module applies them to the CNN's features.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
+import pandas as pd
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.svm import SVC, LinearSVC
 
-from difftrain.data import to_float
+from difftrain import geometry as G
+from difftrain.data import Split, to_float
 from difftrain.model import Net
+from difftrain.params import FeaturesParams
 
 PERCENTILES = (1, 5, 25, 50)
-# Relative accuracy of the SVM margins (libsvm's tol=1e-4 on the KKT conditions): a bound built
-# from gamma counts as holding when exceeded by less than this.
-SOLVER_RTOL = 1e-4
 
 
 @torch.no_grad()
@@ -68,133 +68,11 @@ def components_for(cumulative: np.ndarray, fraction: float) -> int:
     return min(int(np.searchsorted(cumulative, fraction - 1e-12) + 1), len(cumulative))
 
 
-def signs(labels: torch.Tensor) -> torch.Tensor:
-    """+1 for class x (label 0), -1 for class y."""
-    return 1.0 - 2.0 * labels.double()
-
-
-def margins(features: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, b: float) -> torch.Tensor:
-    """Signed distance of each point to the hyperplane w.phi + b = 0; negative if misclassified."""
-    w = w.double().flatten()
-    return signs(labels) * (features @ w + b) / w.norm()
-
-
 def margin_summary(m: torch.Tensor) -> dict:
     out = {"min": float(m.min())}
     for q in PERCENTILES:
         out[f"p{q}"] = float(torch.quantile(m, q / 100))
     return out
-
-
-def svm_margin(features: torch.Tensor, labels: torch.Tensor, C: float,
-               max_iter: int = 100_000) -> dict:
-    """The hard-margin linear SVM on ``features`` (approximated by C large), checked.
-
-    Returns its margin, direction and offset, whether libsvm converged and whether the solution
-    separates the data; the margin is meaningful only when both hold. On separable features
-    libsvm converges in well under a second; on non-separable ones a large C makes it crawl, so
-    ``max_iter`` caps the work and the result is reported as not converged.
-    """
-    x, y = features.numpy(), signs(labels).numpy()
-    svm = SVC(kernel="linear", C=C, tol=1e-4, cache_size=1000, max_iter=max_iter)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        svm.fit(x, y)
-    converged = svm.fit_status_ == 0 and not any(
-        issubclass(w.category, ConvergenceWarning) for w in caught)
-    w = torch.from_numpy(svm.coef_[0].copy())
-    b = float(svm.intercept_[0])
-    m = margins(features, labels, w, b)
-    return {"margin": float(m.min()), "w": w, "b": b, "converged": bool(converged),
-            "separates": bool((m > 0).all()), "support_vectors": int(svm.n_support_.sum())}
-
-
-def augmented_svm_margin(features: torch.Tensor, labels: torch.Tensor, C: float,
-                         max_iter: int = 100_000) -> dict:
-    """The hard-margin SVM of the augmented points (phi, 1), whose bias is penalised like a weight.
-
-    By Soudry et al. (2018), gradient descent on cross-entropy with a bias converges in direction
-    to this solution (the paper's Lemma 1 and Theorem 1 setting). Its margin in feature space is
-    therefore the margin CE training tends to; the gap to ``svm_margin`` is what penalising the
-    bias costs on these features. Solved by liblinear's dual coordinate descent (LinearSVC, hinge
-    loss, no separate intercept).
-    """
-    x = np.hstack([features.numpy(), np.ones((len(features), 1))])
-    # liblinear visits coordinates in random order: fix the seed so reruns repeat exactly.
-    svm = LinearSVC(loss="hinge", fit_intercept=False, C=C, tol=1e-8, max_iter=max_iter,
-                    dual=True, random_state=0)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        svm.fit(x, signs(labels).numpy())
-    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-    wb = torch.from_numpy(svm.coef_[0].copy())
-    m = margins(features, labels, wb[:-1], float(wb[-1]))
-    return {"margin": float(m.min()), "w": wb[:-1], "b": float(wb[-1]),
-            "converged": converged, "separates": bool((m > 0).all())}
-
-
-def affine_fit(features: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Least-squares affine subspace of dimension ``dim`` (PCA): (projected points, basis U, c).
-
-    ``c`` is the point of the subspace nearest the origin (orthogonal to U); the projected points
-    lie exactly on ``c + span(U)``, the setting of Theorem 1.
-    """
-    mean = features.mean(0)
-    basis = torch.linalg.svd(features - mean, full_matrices=False).Vh[:dim].T
-    projected = mean + (features - mean) @ basis @ basis.T
-    return projected, basis, mean - basis @ (basis.T @ mean)
-
-
-def theorem1(points: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, b: float, gamma: float,
-             basis: torch.Tensor, c: torch.Tensor) -> dict:
-    """Theorem 1's bound for the hyperplane (w, b) on points lying on ``c + span(basis)``.
-
-    ``bound`` is the paper's form with B = |b| / rho; it holds for every hyperplane whose
-    off-subspace weight is b c (gradient descent on cross-entropy from zero, and its limit).
-    ``general_bound`` uses the hyperplane's actual off-subspace weight and holds for any
-    separating hyperplane; ``span_deviation`` = ||w_perp - b c|| / ||w|| says how far (w, b) is
-    from the span condition (0 for CE gradient descent on fixed points). ``holds`` allows for
-    the SVM solver's accuracy (SOLVER_RTOL). None where (w, b) does not separate the points
-    (the bound assumes it does).
-    """
-    w = w.double().flatten()
-    rho = float((signs(labels) * (points @ w + b)).min())
-    w_perp = w - basis @ (basis.T @ w)
-    out = {"margin": rho / float(w.norm()),
-           "span_deviation": float((w_perp - b * c).norm() / w.norm())}
-    if rho <= 0:
-        return {**out, "B": None, "bound": None, "general_bound": None, "holds": None}
-    B = abs(b) / rho
-    bound = 1 / math.sqrt(1 / gamma ** 2 + B ** 2 * float(c @ c))
-    return {**out, "B": B, "bound": bound,
-            "general_bound": 1 / math.sqrt(1 / gamma ** 2 + float(w_perp @ w_perp) / rho ** 2),
-            "holds": out["margin"] <= bound * (1 + SOLVER_RTOL)}
-
-
-def theorem1_on_fit(features: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, b: float,
-                    dim: int, C: float, max_iter: int = 100_000) -> dict:
-    """Theorem 1 on the ``dim``-dimensional affine-subspace fit of the features.
-
-    The features are replaced by their projections onto the fit (which lie exactly on an affine
-    subspace, as the theorem assumes); ``residual_rms`` says how far the real features are from
-    them. Reports the fit's offset from the origin (sqrt(sum_k Delta_k^2)), its optimal margin
-    gamma, and the bound for the trained head and for the CE limit (the augmented SVM, which
-    satisfies the span condition exactly). Margins and bounds are None where the projected
-    features are not separable.
-    """
-    projected, basis, c = affine_fit(features, dim)
-    out = {"subspace_dim": dim,
-           "residual_rms": float((features - projected).square().sum(1).mean().sqrt()),
-           "offset": float(c.norm())}
-    svm = svm_margin(projected, labels, C, max_iter)
-    if not (svm["converged"] and svm["separates"]):
-        return {**out, "svm_margin": None, "head": None, "ce_limit": None}
-    limit = augmented_svm_margin(projected, labels, C, max_iter)
-    gamma = svm["margin"]
-    return {**out, "svm_margin": gamma,
-            "head": theorem1(projected, labels, w, b, gamma, basis, c),
-            "ce_limit": theorem1(projected, labels, limit["w"], limit["b"], gamma, basis, c)
-            if limit["converged"] else None}
 
 
 def offset_metrics(features: torch.Tensor) -> dict:
@@ -209,3 +87,50 @@ def offset_metrics(features: torch.Tensor) -> dict:
     mean_norm = float(features.mean(0).norm())
     return {"mean_norm": mean_norm, "sigma_1": float(sigma[0]), "sigma_2": float(sigma[1]),
             "offset_ratio": mean_norm / float(sigma[0]) if sigma[0] > 0 else math.inf}
+
+
+def optimum(features: torch.Tensor, labels: torch.Tensor, head_margin: float,
+            params: FeaturesParams) -> dict:
+    """The head's margin against the optimal (SVM) margin and the CE limit on the same features.
+
+    A ratio counts only where its margins do: the SVM's when libsvm converged and separates the
+    features, the head's when it separates them (head_margin > 0), the CE limit's likewise.
+    """
+    svm = G.svm(features, labels, params.svm_C, params.svm_max_iter)
+    limit = G.augmented_svm(features, labels, params.svm_C, params.svm_max_iter)
+    return {
+        "svm_margin": svm["margin"] if svm["valid"] else None,
+        "svm_converged": svm["converged"], "svm_separates": svm["separates"],
+        "svm_support_vectors": svm["support_vectors"],
+        "head_margin": head_margin,
+        "margin_ratio": head_margin / svm["margin"] if svm["valid"] and head_margin > 0 else None,
+        # Theorem 1: where cross-entropy with a bias converges to, and what that costs.
+        "ce_limit_margin": limit["margin"] if limit["valid"] else None,
+        "ce_limit_ratio": limit["margin"] / svm["margin"] if svm["valid"] and limit["valid"]
+        else None,
+    }
+
+
+def analyse(model: Net, splits: dict[str, Split], params: FeaturesParams
+            ) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """(metrics, plot tables) of the features stage: rank and margins per split, then the
+    optimum and Theorem 1 on the training features."""
+    w, b = model.head.weight.detach()[0], float(model.bias.detach())
+    metrics, tables, feats, cumulatives = {}, {}, {}, {}
+    for name, split in splits.items():
+        phi = feats[name] = extract(model, split.images)
+        ranks, cumulatives[name] = rank_metrics(phi, params.rank_tol)
+        m = G.margins(phi, split.labels, w, b)
+        metrics[name] = {**ranks, **offset_metrics(phi), "head_margin": margin_summary(m)}
+        # One file per split, so `dvc plots` can draw train and test as separate series.
+        tables[f"pca_{name}"] = pd.DataFrame({
+            "component": range(1, len(cumulatives[name]) + 1),
+            "cumulative_explained_variance": cumulatives[name], "split": name})
+        tables[f"margins_{name}"] = pd.DataFrame({"split": name, "margin": m.numpy()})
+    labels = splits["train"].labels
+    metrics["optimum"] = optimum(feats["train"], labels, metrics["train"]["head_margin"]["min"],
+                                 params)
+    dim = components_for(cumulatives["train"], params.subspace_variance)
+    metrics["theorem1"] = G.theorem1_on_fit(feats["train"], labels, w, b, dim, params.svm_C,
+                                            params.svm_max_iter)
+    return metrics, tables

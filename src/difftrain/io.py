@@ -6,7 +6,6 @@ stage has succeeded (:class:`Outputs`). A rename within one directory is atomic 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,16 +14,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-
-
-def tensor_sha256(*tensors: torch.Tensor) -> str:
-    """Content hash of tensors (dtype, shape and bytes), independent of how they were saved."""
-    digest = hashlib.sha256()
-    for tensor in tensors:
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-        digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()
 
 
 def git_revision(cwd: str | Path = ".") -> str | None:

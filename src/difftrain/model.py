@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from difftrain.errors import CheckpointError
+from difftrain.params import Params
 
 FEATURE_DIM = 84
 
@@ -59,16 +60,31 @@ class Net(nn.Module):
         return self.head(self.features(x)).squeeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The score s(x) = w . phi(x) + b; s >= 0 predicts class x (label 0)."""
+        """The score s(x) = w . phi(x) + b; s >= 0 predicts class x (``labels.predict``)."""
         return self.raw_score(x) + self.bias
 
 
-def predict(scores: torch.Tensor) -> torch.Tensor:
-    """Labels from scores: 0 (class x) where s >= 0, else 1 (class y).
+class TwoLogits(nn.Module):
+    """The binary classifier s(x) as two logits (s/2, -s/2), the form attack libraries expect:
+    softmax gives sigmoid(s), argmax gives class x for s >= 0 as ``labels.predict`` does.
+    Counts the images it evaluates (the attacks' cost)."""
 
-    A tie goes to class x, as argmax over the logits (s/2, -s/2) does (see attack.py).
-    """
-    return (scores < 0).long()
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.images_evaluated = 0
+        self.eval()  # attacks see the deployed model: batch norm in inference mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.images_evaluated += len(x)
+        s = self.net(x)
+        return torch.stack([s, -s], dim=1) / 2
+
+
+def model_config(params: Params) -> dict:
+    """The checkpoint's record of what built the model: the parameter sections that determine
+    its weights. Later stages check theirs against it (``load_checkpoint``)."""
+    return {name: params.section(name) for name in ("seed", "loss", "data", "pairs", "model", "train")}
 
 
 def checkpoint(model: Net, config: dict) -> dict:

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import torch
 
+from difftrain.data import tensor_sha256
 from difftrain.errors import DataError
+from difftrain.labels import CLASS_X, is_x
 from difftrain.params import PairsParams
 
 FORMAT_VERSION = 1
@@ -49,7 +51,7 @@ class PairIndex:
         return len(self.rounds)
 
     def block(self, cls: int, b: int) -> torch.Tensor:
-        order, offsets = (self.x_order, self.x_offsets) if cls == 0 else (self.y_order, self.y_offsets)
+        order, offsets = (self.x_order, self.x_offsets) if cls == CLASS_X else (self.y_order, self.y_offsets)
         return order[offsets[b]:offsets[b + 1]]
 
     def to_dict(self) -> dict:
@@ -94,10 +96,10 @@ def n_rounds_needed(fraction: float, n_blocks: int) -> int:
     return max(1, round(fraction * n_blocks))
 
 
-def build(labels: torch.Tensor, params: PairsParams, epochs: int, labels_sha256: str) -> PairIndex:
-    """The pair index for training labels (0 = class x, 1 = class y) and ``epochs`` epochs."""
-    x = torch.nonzero(labels == 0).flatten()
-    y = torch.nonzero(labels == 1).flatten()
+def build(labels: torch.Tensor, params: PairsParams, epochs: int) -> PairIndex:
+    """The pair index for training labels and ``epochs`` epochs; it records the labels' hash."""
+    x = torch.nonzero(is_x(labels)).flatten()
+    y = torch.nonzero(~is_x(labels)).flatten()
     if len(x) == 0 or len(y) == 0:
         raise DataError("the training split must hold images of both classes to build pairs")
     smaller = min(len(x), len(y))
@@ -124,7 +126,7 @@ def build(labels: torch.Tensor, params: PairsParams, epochs: int, labels_sha256:
         a = torch.randperm(k, generator=generator)  # block order within the epoch
         rounds.append(torch.stack([a, (a + d) % k], dim=1))
     return PairIndex(x_order, x_offsets, y_order, y_offsets, torch.stack(rounds),
-                     params.strategy, labels_sha256)
+                     params.strategy, tensor_sha256(labels))
 
 
 def load(path: str | Path) -> PairIndex:
@@ -136,3 +138,18 @@ def load(path: str | Path) -> PairIndex:
     except Exception as exc:
         raise DataError(f"{path}: not a pair index ({exc})") from None
     return PairIndex.from_dict(raw)
+
+
+def check(index: PairIndex | None, labels: torch.Tensor, epochs: int, loss: str) -> None:
+    """Refuse a pair index that is missing or was built for other data or another epoch count."""
+    if index is None:
+        raise DataError(f"loss {loss!r} needs the pair index (data/pairs/index.pt); "
+                        f"run the pairs stage")
+    if index.labels_sha256 != tensor_sha256(labels):
+        raise DataError("data/pairs/index.pt was built for other training data; rerun the "
+                        "pairs stage (dvc repro)")
+    if index.epochs != epochs:
+        raise DataError(f"data/pairs/index.pt holds {index.epochs} epochs but train.epochs is "
+                        f"{epochs}; rerun the pairs stage (dvc repro)")
+    if len(index.x_order) + len(index.y_order) != len(labels):
+        raise DataError("data/pairs/index.pt does not cover the training split; rerun pairs")

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from difftrain.errors import ParamsError
+from difftrain.objectives import OBJECTIVES
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -29,7 +30,7 @@ CIFAR10_CLASSES = (
     "truck",
 )
 
-LOSSES = ("cross_entropy", "differential", "differential_logistic")
+LOSSES = tuple(OBJECTIVES)  # the training objectives' names, from their one definition
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Seed = Annotated[int, Field(ge=0)]
@@ -162,6 +163,8 @@ class TheoryParams(_Section):
     sweep_d: PositiveInt = 20
     sweep_offsets: Annotated[tuple[NonNegative, ...], BeforeValidator(_as_tuple)] = (0.0, 1.0, 3.0, 10.0, 30.0)
     sweep_dims: Annotated[tuple[PositiveInt, ...], BeforeValidator(_as_tuple)] = (1, 2, 5, 10, 20)
+    svm_C: Annotated[float, Field(gt=0.0)] = 1e6
+    svm_max_iter: PositiveInt = 1_000_000
     mlp_hidden: PositiveInt = 32
     mlp_steps: PositiveInt = 2000
     mlp_lr: Annotated[float, Field(gt=0.0)] = 0.01

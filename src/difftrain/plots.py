@@ -15,8 +15,11 @@ matplotlib.use("Agg")  # headless: no display on CI or servers
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+import torch  # noqa: E402
 
 from difftrain.errors import DataError  # noqa: E402
+from difftrain.keys import eps_key  # noqa: E402
+from difftrain.labels import is_x  # noqa: E402
 
 SPLIT_STYLE = {"train": "-", "test": "--"}
 
@@ -106,8 +109,6 @@ def read_training_log(folder: str | Path) -> pd.DataFrame:
 
 def headline(train: dict, features: dict, attack: dict, eps_255: float, eps_l2: float) -> dict:
     """The numbers a CE-versus-differential comparison turns on, under flat readable keys."""
-    from difftrain.attack import eps_key
-
     def pick(split: str, kind: str, eps: float):
         table = attack[split][kind]
         key = eps_key(eps)
@@ -133,3 +134,60 @@ def headline(train: dict, features: dict, attack: dict, eps_255: float, eps_l2: 
         "suspect_gradient_masking": attack["train"]["soundness"]["suspect_gradient_masking"]
         or attack["test"]["soundness"]["suspect_gradient_masking"],
     }
+
+
+# --- The theory stage's figures (synthetic data) ---------------------------------------------
+
+def fig1_lines(path: Path, points: torch.Tensor, labels: torch.Tensor, lines: dict,
+               title: str) -> None:
+    """Fig. 1: two classes in R^2 and the hyperplanes w.x + b = 0 of ``lines`` {name: (w, b)}."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(*points[is_x(labels)].T, marker="o", label="class x")
+    ax.scatter(*points[~is_x(labels)].T, marker="s", label="class y")
+    lo, hi = points.min(0).values - 1, points.max(0).values + 1
+    grid = torch.linspace(float(lo[0]), float(hi[0]), 200, dtype=torch.float64)
+    for (name, (w, b)), style in zip(lines.items(), ("-", "--", ":")):
+        if abs(float(w[1])) > 1e-12:
+            ax.plot(grid, -(w[0] * grid + b) / w[1], style, label=name)
+        else:
+            ax.axvline(-b / float(w[0]), linestyle=style, label=name)
+    ax.set(xlim=(float(lo[0]), float(hi[0])), ylim=(float(lo[1]), float(hi[1])), aspect="equal",
+           title=title, xlabel="x1", ylabel="x2")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def theorem2_angles(path: Path, angles: pd.DataFrame) -> None:
+    """Angle of each gradient-descent iterate to its limit direction, log-log."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(data=angles, x="iteration", y="angle_degrees", hue="method", ax=ax)
+    ax.set(xscale="log", yscale="log", xlabel="gradient-descent iteration",
+           ylabel="angle to the limit direction (degrees)", title="Theorem 2")
+    _save(fig, path)
+
+
+def remark1_ratios(path: Path, sweep: pd.DataFrame, ambient_dim: int) -> None:
+    """CE limit margin and Theorem 1's bound over the optimum against offset, per subspace dim."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    long = sweep.melt(["subspace_dim", "offset"], var_name="quantity", value_name="ratio")
+    long["quantity"] = long["quantity"].map({"ce_limit_ratio": "CE limit",
+                                             "theorem1_bound_ratio": "Theorem 1 bound"})
+    sns.lineplot(data=long, x="offset", y="ratio", hue="subspace_dim", style="quantity",
+                 marker="o", ax=ax, palette="viridis")
+    ax.set(xscale="symlog", xlabel=f"offset from the origin (d = {ambient_dim})",
+           ylabel="margin / optimal margin", title="Remark 1")
+    _save(fig, path)
+
+
+def fig3_regions(path: Path, points: torch.Tensor, labels: torch.Tensor, grids: dict,
+                 metrics: dict) -> None:
+    """Fig. 3: decision regions of each network {loss: (xs, ys, scores)} over the training points."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    for ax, (loss, (xs, ys, scores)) in zip(axes, grids.items()):
+        ax.contourf(xs, ys, (scores >= 0).double(), levels=[-0.5, 0.5, 1.5], alpha=0.25)
+        ax.contour(xs, ys, scores, levels=[0], colors="black", linewidths=1)
+        ax.scatter(*points[is_x(labels)].T, s=10, marker="o")
+        ax.scatter(*points[~is_x(labels)].T, s=10, marker="s")
+        ax.set(title=f"{loss}: min input margin {metrics[loss]['input_margin_min']:.3f}",
+               xlabel="x1", ylabel="x2")
+    _save(fig, path)

@@ -25,13 +25,16 @@ What is computed and why:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import pandas as pd
 import torch
 from torch import nn
 
-from difftrain.features import (affine_fit, augmented_svm_margin, margins, signs, svm_margin,
-                                theorem1)
-from difftrain.losses import eq5_bias
+from difftrain import geometry as G
+from difftrain.labels import accuracy, is_x, sign
+from difftrain.objectives import OBJECTIVES
+from difftrain.params import TheoryParams
 
 
 def affine_data(n: int, d: int, k: int, offset: float, gap: float, seed: int):
@@ -54,31 +57,6 @@ def affine_data(n: int, d: int, k: int, offset: float, gap: float, seed: int):
     return points, labels
 
 
-def margin(points, labels, w, b) -> float:
-    """Smallest signed distance to the hyperplane w.x + b = 0 (negative: a point is misclassified)."""
-    return float(margins(points, labels, w, b).min())
-
-
-def svm(points, labels, C: float = 1e6):
-    """Hard-margin linear SVM with an unpenalised bias: (w, b, margin)."""
-    out = svm_margin(points, labels, C)
-    return out["w"], out["b"], out["margin"]
-
-
-def augmented_svm(points, labels, C: float = 1e6):
-    """Hard-margin SVM on (x, 1) with the bias penalised like a weight: the limit direction of
-    gradient descent on cross-entropy with a bias. Returns (w, b, margin in the original space)."""
-    out = augmented_svm_margin(points, labels, C, max_iter=1_000_000)
-    return out["w"], out["b"], out["margin"]
-
-
-def theorem1_bound(points, labels, k: int, w, b: float, gamma: float) -> dict:
-    """Theorem 1 for the hyperplane (w, b) on points lying on a k-dim affine subspace, with the
-    subspace's distance from the origin (``offset``, sqrt(sum_k Delta_k^2))."""
-    _, basis, c = affine_fit(points, k)
-    return {"offset": float(c.norm()), **theorem1(points, labels, w, b, gamma, basis, c)}
-
-
 def angle_degrees(a: torch.Tensor, b: torch.Tensor) -> float:
     cos = float(a @ b / (a.norm() * b.norm()))
     return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
@@ -89,10 +67,11 @@ def log_checkpoints(steps: int, per_decade: int = 8) -> set[int]:
 
 
 def gd_cross_entropy(points, labels, steps: int, lr: float):
-    """Plain gradient descent on the mean logistic loss of y (w.x + b), from zero.
+    """Plain gradient descent on cross-entropy (``objectives.cross_entropy``) of a linear
+    classifier w.x + b, from zero, with its gradient in closed form (float64, no autograd).
 
     Yields (iteration, w, b) at log-spaced iterations."""
-    y = signs(labels)
+    y = sign(labels)
     aug = torch.cat([points, torch.ones(len(points), 1, dtype=points.dtype)], dim=1)
     wb = torch.zeros(aug.shape[1], dtype=points.dtype)
     marks = log_checkpoints(steps)
@@ -104,10 +83,11 @@ def gd_cross_entropy(points, labels, steps: int, lr: float):
 
 
 def gd_differential(points, labels, steps: int, lr: float):
-    """Plain gradient descent on eq. (6), the mean over cross pairs of log(1 + exp(-w.(x_i - y_j))).
+    """Plain gradient descent on eq. (6) (``objectives.differential_logistic``) of a linear
+    classifier w.x, from zero, with its gradient in closed form (float64, no autograd).
 
     Yields (iteration, w) at log-spaced iterations; the bias is set afterwards by eq. (5)."""
-    x, yy = points[labels == 0], points[labels == 1]
+    x, yy = points[is_x(labels)], points[~is_x(labels)]
     w = torch.zeros(points.shape[1], dtype=points.dtype)
     marks = log_checkpoints(steps)
     pairs = len(x) * len(yy)
@@ -117,11 +97,6 @@ def gd_differential(points, labels, steps: int, lr: float):
         w -= lr * grad
         if t in marks:
             yield t, w.clone()
-
-
-def eq5(scores: torch.Tensor, labels) -> float:
-    """Eq. (5) bias from bias-free scores of the training points."""
-    return eq5_bias(scores[labels == 0], scores[labels == 1])[0]
 
 
 class OneHidden(nn.Module):
@@ -134,33 +109,27 @@ class OneHidden(nn.Module):
         self.bias = nn.Parameter(torch.zeros((), dtype=torch.float64))
         self.double()
 
-    def raw(self, x):
+    def raw_score(self, x):
         return self.head(self.phi(x)).squeeze(-1)
 
     def forward(self, x):
-        return self.raw(x) + self.bias
+        return self.raw_score(x) + self.bias
 
 
 def train_mlp(points, labels, loss: str, hidden: int, steps: int, lr: float, seed: int) -> OneHidden:
-    """Full-batch Adam on cross-entropy (bias trained) or eq. (7) (bias by eq. (5))."""
+    """Full-batch Adam on one of the training objectives (the bias as that objective says)."""
+    objective = OBJECTIVES[loss]
     torch.manual_seed(seed)
     net = OneHidden(hidden)
-    net.bias.requires_grad_(loss == "cross_entropy")
+    objective.freeze_bias(net)
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
-    is_x = labels == 0
-    target = is_x.double()
     for _ in range(steps):
-        if loss == "cross_entropy":
-            value = nn.functional.binary_cross_entropy_with_logits(net(points), target)
-        else:
-            s = net.raw(points)
-            value = ((s[is_x][:, None] - s[~is_x][None, :]) - 1).square().mean()
+        value = objective.batch_loss(net, points, labels)
         opt.zero_grad()
         value.backward()
         opt.step()
-    if loss != "cross_entropy":
-        with torch.no_grad():
-            net.bias.fill_(eq5(net.raw(points), labels))
+    with torch.no_grad():
+        objective.settle_bias(net, net.raw_score(points), labels)
     return net
 
 
@@ -194,7 +163,7 @@ def input_margin(net: nn.Module, points, labels, resolution: int = 600, pad: flo
     if len(boundary) == 0:
         return torch.full((len(points),), float("inf"), dtype=torch.float64)
     distance = torch.cdist(points, boundary).min(1).values
-    correct = signs(labels) * net(points) > 0
+    correct = sign(labels) * net(points) > 0
     return torch.where(correct, distance, torch.zeros_like(distance))
 
 
@@ -207,3 +176,98 @@ def two_moons(n: int, noise: float, seed: int):
     points = torch.cat([upper, lower]) + noise * torch.randn(2 * n, 2, generator=g, dtype=torch.float64)
     labels = torch.cat([torch.zeros(n, dtype=torch.int64), torch.ones(n, dtype=torch.int64)])
     return points, labels
+
+
+# --- The stage's three experiments ----------------------------------------------------------
+
+def linear_experiment(t: TheoryParams) -> dict:
+    """Fig. 1 and Theorems 1, 2: a line (k = 1) in R^2, moved ``offset`` from the origin.
+
+    Returns the points, the three hyperplanes (SVM, CE by gradient descent, eq. (6) by gradient
+    descent with the eq. (5) bias), the angle of each iterate to its limit direction, and the
+    metrics."""
+    x, y = affine_data(t.n_per_class, 2, 1, t.offset, t.gap, t.seed)
+    svm = G.svm(x, y, t.svm_C, t.svm_max_iter)
+    limit = G.augmented_svm(x, y, t.svm_C, t.svm_max_iter)
+    wb_limit = torch.cat([limit["w"], torch.tensor([limit["b"]], dtype=torch.float64)])
+    rows, ce, diff = [], None, None
+    for step, w, b in gd_cross_entropy(x, y, t.steps, t.lr):
+        angle_ce = angle_degrees(torch.cat([w, torch.tensor([b], dtype=torch.float64)]), wb_limit)
+        rows.append({"iteration": step, "method": "cross-entropy vs augmented SVM",
+                     "angle_degrees": angle_ce})
+        ce = (w, b)
+    for step, w in gd_differential(x, y, t.steps, t.lr):
+        angle_diff = angle_degrees(w, svm["w"])
+        rows.append({"iteration": step, "method": "differential (eq. 6) vs SVM",
+                     "angle_degrees": angle_diff})
+        scores = x @ w
+        diff = (w, G.eq5_bias(scores[is_x(y)], scores[~is_x(y)])[0])
+    gamma = svm["margin"]
+    metrics = {
+        "svm_margin": gamma,
+        "ce_limit_margin": limit["margin"],
+        "ce_margin": G.margin(x, y, *ce),
+        "differential_margin": G.margin(x, y, *diff),
+        "ce_ratio": G.margin(x, y, *ce) / gamma,
+        "differential_ratio": G.margin(x, y, *diff) / gamma,
+        "final_angle_ce": angle_ce,
+        "final_angle_differential": angle_diff,
+        "theorem1": {"ce": G.theorem1_on_subspace(x, y, 1, *ce, gamma),
+                     "ce_limit": G.theorem1_on_subspace(x, y, 1, limit["w"], limit["b"], gamma)},
+    }
+    lines = {"SVM (optimal)": (svm["w"], svm["b"]), "cross-entropy (GD)": ce,
+             "differential (GD)": diff}
+    return {"points": x, "labels": y, "lines": lines, "angles": pd.DataFrame(rows),
+            "metrics": metrics}
+
+
+def remark1_sweep(t: TheoryParams) -> pd.DataFrame:
+    """CE's limit margin and Theorem 1's bound over the optimum, as the offset grows, for each
+    subspace dimension."""
+    rows = []
+    for k in t.sweep_dims:
+        for offset in t.sweep_offsets:
+            x, y = affine_data(3 * t.n_per_class, t.sweep_d, k, offset, t.gap, t.seed)
+            optimal = G.svm(x, y, t.svm_C, t.svm_max_iter)["margin"]
+            limit = G.augmented_svm(x, y, t.svm_C, t.svm_max_iter)
+            bound = G.theorem1_on_subspace(x, y, k, limit["w"], limit["b"], optimal)["bound"]
+            rows.append({"subspace_dim": k, "offset": offset,
+                         "ce_limit_ratio": limit["margin"] / optimal,
+                         "theorem1_bound_ratio": bound / optimal})
+    return pd.DataFrame(rows)
+
+
+def network_experiment(t: TheoryParams) -> dict:
+    """Fig. 3: one hidden layer on two moons, cross-entropy against eq. (7); the decision grid
+    of each network (for the figure) and its input-space margins."""
+    x, y = two_moons(5 * t.n_per_class, 0.1, t.seed)
+    lo, hi = x.min(0).values - 1, x.max(0).values + 1
+    grids, metrics = {}, {}
+    for loss in ("cross_entropy", "differential"):
+        net = train_mlp(x, y, loss, t.mlp_hidden, t.mlp_steps, t.mlp_lr, t.seed)
+        m = input_margin(net, x, y)
+        with torch.no_grad():
+            metrics[loss] = {"train_accuracy": accuracy(net(x), y),
+                             "input_margin_min": float(m.min()),
+                             "input_margin_median": float(m.median())}
+        grids[loss] = decision_grid(net, lo, hi, FIGURE_GRID)
+    return {"points": x, "labels": y, "grids": grids, "metrics": metrics}
+
+
+FIGURE_GRID = 300  # nodes per side of the decision-region figure (the margins use a finer grid)
+
+
+@dataclass
+class TheoryResult:
+    linear: dict
+    sweep: pd.DataFrame
+    network: dict
+
+    def metrics(self) -> dict:
+        return {"linear": self.linear["metrics"], "network": self.network["metrics"]}
+
+
+def run(t: TheoryParams) -> TheoryResult:
+    """The theory stage's three experiments at ``theory.*``."""
+    torch.manual_seed(t.seed)
+    return TheoryResult(linear_experiment(t), remark1_sweep(t), network_experiment(t))
