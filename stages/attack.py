@@ -1,4 +1,4 @@
-"""attack: PGD (Linf) and Carlini-Wagner (L2) sweeps on training and test images."""
+"""attack: the paper's PGD and CW, AutoAttack's APGD-CE, Square and FAB; worst case per image."""
 
 import pandas as pd
 
@@ -8,7 +8,7 @@ from difftrain.data import load_splits
 from difftrain.io import Outputs
 from difftrain.model import load_checkpoint, model_config
 from difftrain.provenance import inherited
-from difftrain.robustness import stratified
+from difftrain.robustness import MUST_HOLD, stratified
 from difftrain.runtime import resolve_device, seed_everything
 
 
@@ -20,8 +20,11 @@ def main(params):
     model, _ = load_checkpoint("models/model.pt", model_config(params),
                                map_location=resolve_device(params.device))
     seed_everything(a.seed)
-    results = [attack_split(model, split, chosen[name], a, name) for name, split in splits.items()]
-    metrics = {r.name: r.metrics() for r in results}
+    headline = params.plot.headline_eps_255
+    results = [attack_split(model, split, chosen[name], a, headline, name)
+               for name, split in splits.items()]
+    metrics = {r.name: r.metrics(a.overstatement_tol, a.convergence_tol, a.l2_overstatement_tol)
+               for r in results}
     metrics["provenance"] = inherited()
     with Outputs() as out:
         for r in results:
@@ -30,9 +33,13 @@ def main(params):
         pd.concat([r.per_image() for r in results]).to_csv(out.path("data/attack/per_image.csv"),
                                                            index=False)
         out.save_json(metrics, "metrics/attack.json")
+    k = a.pgd.epsilons.index(headline)
     for r in results:
-        print(f"{r.name}: clean {r.clean_accuracy:.3f}, PGD worst at the largest epsilon "
-              f"{r.worst[-1]:.3f}, median CW L2 {float(r.cw.min_radius.median()):.3f}")
+        soundness = metrics[r.name]["soundness"]
+        flags = [flag for flag, up in soundness.items() if (up is True) != (flag in MUST_HOLD)]
+        print(f"{r.name}: clean {r.clean_accuracy:.3f}; at {headline:g}/255 the paper's PGD "
+              f"{r.paper.accuracy[k]:.3f}, worst case {r.worst.accuracy[k]:.3f}; "
+              f"flags: {', '.join(flags) or 'none'}")
 
 
 if __name__ == "__main__":

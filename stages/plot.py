@@ -7,7 +7,7 @@ from difftrain.cli import run_stage
 from difftrain.io import Outputs, read_json
 from difftrain.provenance import inherited
 
-ACCURACY = ["attack", "loss_fn", "split", "eps", "accuracy"]
+ACCURACY = ["attack", "split", "eps", "accuracy"]
 
 
 def main(params):
@@ -16,8 +16,10 @@ def main(params):
     run = (f"{params.loss}, {params.train.optimizer}"
            f"{', batch norm' if params.model.batchnorm else ''}; {data_label}")
     splits = ("train", "test")
-    pgd = P.read_tables([f"plots/attack/pgd_worst_{s}.csv" for s in splits], ACCURACY)
-    cw = P.read_tables([f"plots/attack/cw_{s}.csv" for s in splits], ACCURACY)
+    linf = P.read_tables([f"plots/attack/{c}_{s}.csv" for c in ("worst", "paper_pgd")
+                          for s in splits], ACCURACY)
+    l2 = P.read_tables([f"plots/attack/{c}_{s}.csv" for c in ("l2_worst", "cw", "fab")
+                        for s in splits], ACCURACY)
     pca = P.read_tables([f"plots/features/pca_{s}.csv" for s in splits],
                         ["component", "cumulative_explained_variance", "split"])
     margins = P.read_tables([f"plots/features/margins_{s}.csv" for s in splits], ["split", "margin"])
@@ -27,9 +29,9 @@ def main(params):
                          params.plot.headline_eps_l2)
     with Outputs() as out:
         folder = out.dir("plots/figures")
-        P.accuracy_curves(pgd, folder / "pgd_linf.png", f"PGD (Linf): {run}",
+        P.accuracy_curves(linf, folder / "robust_linf.png", f"Linf (Fig. 4): {run}",
                           "epsilon (Linf, /255)")
-        P.accuracy_curves(cw, folder / "cw_l2.png", f"Carlini-Wagner (L2): {run}",
+        P.accuracy_curves(l2, folder / "robust_l2.png", f"Minimal L2 (Fig. 5): {run}",
                           "epsilon (L2, pixels in [0, 1])")
         P.pca_curve(pca, folder / "pca.png", f"Penultimate features: {run}")
         P.margin_histogram(margins, folder / "margins.png", f"Feature-space margins: {run}")

@@ -80,6 +80,8 @@ SETUPS = {
     "epsilon-negative": lambda w: _params(w, attack={"pgd": {"epsilons": [0, -8]}}),
     "epsilon-grid-no-zero": lambda w: _params(w, attack={"cw": {"epsilons": [0.5, 1]}}),
     "attack-unknown": lambda w: _params(w, attack={"fgsm": {"steps": 1}}),
+    "apgd-restarts-zero": lambda w: _params(w, attack={"apgd": {"restarts": 0}}),
+    "headline-off-grid": lambda w: _params(w, plot={"headline_eps_255": 3}),
 }
 
 ROWS = documented_rows()

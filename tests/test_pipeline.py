@@ -14,7 +14,7 @@ from conftest import REPO, TINY, make_project, set_params, sh
 pytestmark = pytest.mark.slow
 
 FIGURES = {
-    "plots/figures": ["cw_l2.png", "margins.png", "pca.png", "pgd_linf.png", "training.png"],
+    "plots/figures": ["margins.png", "pca.png", "robust_l2.png", "robust_linf.png", "training.png"],
     "plots/theory_figures": ["fig1_linear.png", "fig3_network.png", "remark1.png",
                              "theorem2_angles.png"],
 }
@@ -77,12 +77,14 @@ def test_a_stage_refuses_a_model_from_other_params(project):
     assert "train.lr: file has 0.001, params.yaml has 0.005" in result.stderr
 
 
-def test_queued_comparison_workflow(tmp_path):
-    """The README's CE-versus-differential workflow, command by command."""
+def test_queued_grid_comparison_and_study(tmp_path):
+    """The README's workflows, command by command: a queued 2 x 2 grid, DVC's comparisons, the
+    compare figure, and the study reproducing a table from the experiments alone."""
     repo = make_project(tmp_path / "project", commit_data=True)
-    sh("dvc", "exp", "run", "--queue", "-S", "loss=cross_entropy,differential", cwd=repo)
+    sh("dvc", "exp", "run", "--queue", "-S", "loss=cross_entropy,differential",
+       "-S", "train.epochs=2,4", cwd=repo)
     sh("dvc", "queue", "start", "-j", "1", cwd=repo)
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 1200
     while time.monotonic() < deadline:
         status = sh("dvc", "queue", "status", cwd=repo)
         if "Queued" not in status and "Running" not in status:
@@ -93,17 +95,27 @@ def test_queued_comparison_workflow(tmp_path):
     exps = {}
     for commit in shown:
         for exp in commit.get("experiments") or []:
-            data = exp["revs"][0]["data"]
-            exps[data["params"]["params.yaml"]["data"]["loss"]] = exp["name"]
-    assert set(exps) == {"cross_entropy", "differential"}, shown
-    ce, diff = exps["cross_entropy"], exps["differential"]
+            params = exp["revs"][0]["data"]["params"]["params.yaml"]["data"]
+            exps[params["loss"], params["train"]["epochs"]] = exp["name"]
+    assert set(exps) == {(loss, e) for loss in ("cross_entropy", "differential") for e in (2, 4)}
+    ce, diff = exps["cross_entropy", 2], exps["differential", 2]
     metrics = json.loads(sh("dvc", "metrics", "diff", ce, diff, "--json", cwd=repo))
-    assert "clean_test_accuracy" in metrics["metrics/summary.json"]
+    assert "robust_test_accuracy_at_8" in metrics["metrics/summary.json"]
     plots = json.loads(sh("dvc", "plots", "diff", ce, diff, "--json", "--split", cwd=repo))
-    for plot_id in ("pgd_linf_accuracy", "cw_l2_accuracy", "pca_cumulative_variance"):
+    for plot_id in ("linf_accuracy", "l2_accuracy", "pca_cumulative_variance"):
         revisions = {rev for entry in plots["data"][plot_id] for rev in entry["revisions"]}
         assert revisions == {ce, diff}, (plot_id, plots["data"][plot_id])
     sh(sys.executable, "-m", "difftrain.compare", ce, diff, "--out", "compare.png", cwd=repo)
     assert (repo / "compare.png").read_bytes()[:4] == b"\x89PNG"
     table = pd.read_csv(repo / "compare.csv")
     assert table["experiment"].nunique() == 2 and set(table["split"]) == {"train", "test"}
+
+    sh(sys.executable, "-m", "difftrain.study", "--all", "--out", "study.png", cwd=repo)
+    summary = pd.read_csv(repo / "study.csv")
+    assert len(summary) == 4 and set(summary["n_seeds"]) == {1}
+    runs = pd.read_csv(repo / "study_runs.csv").set_index("experiment")
+    for (loss, epochs), name in exps.items():
+        row = summary[(summary["loss"] == loss) & (summary["epochs"] == epochs)].iloc[0]
+        assert row["worst_test_mean"] == runs.loc[name, "worst_test"]
+    diffed = metrics["metrics/summary.json"]["robust_test_accuracy_at_8"]
+    assert runs.loc[ce, "worst_test"] == diffed["old"] and runs.loc[diff, "worst_test"] == diffed["new"]

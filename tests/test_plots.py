@@ -12,7 +12,7 @@ def _write(tmp_path, name, table):
 
 
 def _accuracy(split):
-    return pd.DataFrame({"attack": "pgd_linf", "loss_fn": "worst", "split": split,
+    return pd.DataFrame({"attack": "worst", "split": split,
                          "eps": [0, 1, 2, 4], "accuracy": [0.9, 0.6, 0.2, 0.0]})
 
 
@@ -30,6 +30,7 @@ def test_every_figure_is_drawn_from_small_synthetic_tables(tmp_path):
     assert log["epoch"].tolist() == [1, 2, 3]
 
     P.accuracy_curves(acc, tmp_path / "pgd.png", "PGD", "epsilon (Linf, /255)")
+    assert set(acc["attack"]) <= set(P.CURVE_LABEL)
     P.pca_curve(pca, tmp_path / "pca.png", "PCA")
     P.margin_histogram(margins, tmp_path / "margins.png", "margins")
     P.training_curves(log, tmp_path / "training.png", "training")
@@ -39,8 +40,8 @@ def test_every_figure_is_drawn_from_small_synthetic_tables(tmp_path):
 
 
 def test_missing_column_is_named_with_the_file(tmp_path):
-    path = _write(tmp_path, "pgd_worst_train.csv", _accuracy("train").drop(columns="accuracy"))
-    with pytest.raises(DataError, match=r"pgd_worst_train.csv: missing column\(s\) accuracy"):
+    path = _write(tmp_path, "worst_train.csv", _accuracy("train").drop(columns="accuracy"))
+    with pytest.raises(DataError, match=r"worst_train.csv: missing column\(s\) accuracy"):
         P.read_table(path, ["eps", "accuracy", "split"])
     with pytest.raises(DataError, match="absent.csv: plot table not found"):
         P.read_table(tmp_path / "absent.csv", ["eps"])
@@ -49,13 +50,28 @@ def test_missing_column_is_named_with_the_file(tmp_path):
         P.read_training_log(tmp_path)
 
 
-def test_headline_names_a_missing_epsilon():
-    attack = {s: {"pgd": {"eps0": {"accuracy": 1.0}, "eps8": {"accuracy": 0.5}},
-                  "cw": {"eps0": 1.0, "eps0_5": 0.4}, "cw_median_l2": 0.3,
-                  "soundness": {"suspect_gradient_masking": False}} for s in ("train", "test")}
+def _attack_metrics(paper: float, worst: float) -> dict:
+    curve = {"eps0": {"accuracy": 1.0}, "eps8": {"accuracy": worst}}
+    l2 = {"eps0": {"accuracy": 1.0}, "eps0_5": {"accuracy": 0.3}}
+    flags = {f: False for f in ("suspect_gradient_masking", "paper_attack_overstates",
+                                "blackbox_beats_whitebox", "not_converged", "cw_overstates_l2")}
+    return {s: {"worst": curve, "pgd": {"eps0": {"accuracy": 1.0}, "eps8": {"accuracy": paper}},
+                "l2_worst": l2, "cw": {**l2, "eps0_5": {"accuracy": 0.4}},
+                "median_l2": {"worst": 0.3, "cw": 0.35}, "soundness": dict(flags),
+                "mechanism": {"first_order_margin_median_255": 2.0, "gradient_l1_median": 9.0,
+                              "margin_radius_spearman": 0.5}}
+            for s in ("train", "test")}
+
+
+def test_headline_reports_the_worst_case_beside_the_paper_attack_and_names_a_missing_epsilon():
+    attack = _attack_metrics(paper=0.5, worst=0.1)
+    attack["test"]["soundness"]["paper_attack_overstates"] = True
     train = {"test_accuracy": 0.9, "train_accuracy": 1.0}
     features = {"train": {"components_99": 3, "effective_rank": 2.5}, "optimum": {"margin_ratio": 0.7}}
     summary = P.headline(train, features, attack, 8, 0.5)
-    assert summary["pgd_test_accuracy_at_8"] == 0.5 and summary["cw_test_accuracy_at_l2_0_5"] == 0.4
-    with pytest.raises(DataError, match="no pgd accuracy at epsilon 4 .*plot.headline_eps_255"):
+    assert summary["robust_test_accuracy_at_8"] == 0.1 and summary["pgd_test_accuracy_at_8"] == 0.5
+    assert summary["l2_test_accuracy_at_l2_0_5"] == 0.3 and summary["cw_test_accuracy_at_l2_0_5"] == 0.4
+    assert summary["paper_attack_overstates"] is True and summary["not_converged"] is False
+    assert summary["first_order_margin_test_median"] == 2.0
+    with pytest.raises(DataError, match="no worst accuracy at epsilon 4 .*plot.headline_eps_255"):
         P.headline(train, features, attack, 4, 0.5)

@@ -2,8 +2,9 @@
 
 Reads each revision's attack tables through DVC (``dvc.api.open``: a git revision, branch, tag
 or experiment name; outputs come from the DVC cache or remote, so nothing is rerun) and draws
-robust accuracy against epsilon for PGD (Linf) and CW (L2), one colour per revision, train solid
-and test dashed. ``workspace`` names the current workspace.
+robust accuracy against epsilon, Linf (Fig. 4) and minimal L2 (Fig. 5), training images in the
+top row and test images below, one colour per revision: the worst case over all attacks solid,
+the paper's attack (foolbox PGD, CW) dashed. ``workspace`` names the current workspace.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import seaborn as sns
 
 import dvc.api
 from difftrain.errors import DataError
-from difftrain.plots import SPLIT_STYLE
+from difftrain.plots import CURVE_LABEL, CURVE_STYLE, SPLIT_STYLE, symlog_eps
 
-PANELS = {"pgd_worst": "PGD (Linf, /255)", "cw": "Carlini-Wagner (L2, pixels in [0, 1])"}
+# panel -> (axis label, its curves: worst case first, then the paper's attack)
+PANELS = {"linf": ("Linf, /255 (Fig. 4)", ("worst", "paper_pgd")),
+          "l2": ("L2, pixels in [0, 1] (Fig. 5)", ("l2_worst", "cw"))}
 
 
 def read_at(path: str, rev: str | None, repo: str = ".") -> pd.DataFrame:
@@ -47,25 +50,29 @@ def collect(revs: list[str | None], repo: str = ".") -> pd.DataFrame:
     tables = []
     for rev in revs:
         label = label_of(rev, repo)
-        for kind in PANELS:
-            for split in SPLIT_STYLE:
-                t = read_at(f"plots/attack/{kind}_{split}.csv", rev, repo)
-                tables.append(t.assign(kind=kind, experiment=label))
+        for panel, (_, curves) in PANELS.items():
+            for curve in curves:
+                for split in SPLIT_STYLE:
+                    t = read_at(f"plots/attack/{curve}_{split}.csv", rev, repo)
+                    tables.append(t.assign(panel=panel, experiment=label,
+                                           curve=CURVE_LABEL[curve]))
     return pd.concat(tables, ignore_index=True)
 
 
 def draw(table: pd.DataFrame, out: Path, data_label: str = "") -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, (kind, xlabel) in zip(axes, PANELS.items()):
-        part = table[table["kind"] == kind]
-        sns.lineplot(data=part, x="eps", y="accuracy", hue="experiment", style="split",
-                     style_order=list(SPLIT_STYLE), markers=True, ax=ax)
-        ax.set(xlabel=f"epsilon, {xlabel}", ylabel="robust accuracy", ylim=(-0.02, 1.02))
-        positive = part.loc[part["eps"] > 0, "eps"]
-        if len(positive):
-            ax.set_xscale("symlog", linthresh=float(positive.min()))
-            ax.set_xlim(0, float(positive.max()) * 1.1)
-    fig.suptitle("Robust accuracy: train solid, test dashed" + (f" ({data_label})" if data_label else ""))
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8), squeeze=False)
+    for row, split in enumerate(SPLIT_STYLE):
+        for ax, (panel, (xlabel, curves)) in zip(axes[row], PANELS.items()):
+            part = table[(table["panel"] == panel) & (table["split"] == split)]
+            sns.lineplot(data=part, x="eps", y="accuracy", hue="experiment", style="curve",
+                         dashes={CURVE_LABEL[c]: CURVE_STYLE[c] for c in curves},
+                         markers=True, ax=ax)
+            ax.set(xlabel=f"epsilon, {xlabel}", ylabel="robust accuracy", ylim=(-0.02, 1.02),
+                   title=f"{split} images")
+            symlog_eps(ax, part["eps"])
+            ax.legend(fontsize=7)
+    fig.suptitle("Robust accuracy: worst case over all attacks solid, the paper's attack dashed"
+                 + (f" ({data_label})" if data_label else ""))
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
@@ -89,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     draw(table, Path(args.out), " / ".join(sorted(labels)))
-    table.drop(columns="kind").to_csv(Path(args.out).with_suffix(".csv"), index=False)
+    table.to_csv(Path(args.out).with_suffix(".csv"), index=False)
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.csv')}")
 
 

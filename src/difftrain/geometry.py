@@ -20,10 +20,11 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.svm import SVC, LinearSVC
 
 from difftrain.labels import sign
+
+# scikit-learn (libsvm, liblinear) is imported inside the two SVM functions: every stage loads
+# this module through params.py -> objectives.py (for eq. 5), and only two stages solve SVMs.
 
 # libsvm's stopping tolerance on the KKT conditions: margins are accurate to about this, relatively.
 SVM_TOL = 1e-4
@@ -47,7 +48,13 @@ def margin(points: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, b: float
     return float(margins(points, labels, w, b).min())
 
 
-def _converged(caught) -> bool:
+def _fit(solver, x: np.ndarray, y: np.ndarray) -> bool:
+    """Fit ``solver``; whether it converged (no ConvergenceWarning)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        solver.fit(x, y)
     return not any(issubclass(w.category, ConvergenceWarning) for w in caught)
 
 
@@ -59,11 +66,10 @@ def svm(points: torch.Tensor, labels: torch.Tensor, C: float, max_iter: int) -> 
     points libsvm converges in well under a second; on non-separable ones a large C makes it
     crawl, so ``max_iter`` caps the work and the result is reported as not converged.
     """
+    from sklearn.svm import SVC
+
     solver = SVC(kernel="linear", C=C, tol=SVM_TOL, cache_size=1000, max_iter=max_iter)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        solver.fit(points.numpy(), sign(labels).numpy())
-    converged = solver.fit_status_ == 0 and _converged(caught)
+    converged = _fit(solver, points.numpy(), sign(labels).numpy()) and solver.fit_status_ == 0
     w = torch.from_numpy(solver.coef_[0].copy())
     b = float(solver.intercept_[0])
     m = margins(points, labels, w, b)
@@ -81,13 +87,12 @@ def augmented_svm(points: torch.Tensor, labels: torch.Tensor, C: float, max_iter
     ``svm``'s margin is what penalising the bias costs. Solved by liblinear's dual coordinate
     descent (LinearSVC, hinge loss, no separate intercept).
     """
+    from sklearn.svm import LinearSVC
+
     x = np.hstack([points.numpy(), np.ones((len(points), 1))])
     solver = LinearSVC(loss="hinge", fit_intercept=False, C=C, tol=AUGMENTED_SVM_TOL,
                        max_iter=max_iter, dual=True, random_state=LIBLINEAR_SEED)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        solver.fit(x, sign(labels).numpy())
-    converged = _converged(caught)
+    converged = _fit(solver, x, sign(labels).numpy())
     wb = torch.from_numpy(solver.coef_[0].copy())
     m = margins(points, labels, wb[:-1], float(wb[-1]))
     separates = bool((m > 0).all())

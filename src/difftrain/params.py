@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
 
 from difftrain.errors import ParamsError
 from difftrain.objectives import OBJECTIVES
@@ -33,6 +34,7 @@ CIFAR10_CLASSES = (
 LOSSES = tuple(OBJECTIVES)  # the training objectives' names, from their one definition
 
 PositiveInt = Annotated[int, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0.0)]
 Seed = Annotated[int, Field(ge=0)]
 
 
@@ -74,6 +76,12 @@ class ModelParams(_Section):
     batchnorm: bool = False
 
 
+class AdversarialParams(_Section):
+    eps: NonNegative = 0.0  # Linf radius in /255; 0 = off
+    steps: PositiveInt = 7
+    step_size: Annotated[float, Field(gt=0.0)] = 2.0  # in /255
+
+
 class TrainParams(_Section):
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: Annotated[float, Field(gt=0.0)] = 0.01
@@ -81,6 +89,7 @@ class TrainParams(_Section):
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     epochs: PositiveInt = 30
     batch_size: PositiveInt = 128
+    adversarial: AdversarialParams = AdversarialParams()
 
 
 class FeaturesParams(_Section):
@@ -96,9 +105,6 @@ def _epsilon_grid(value: tuple[float, ...]) -> tuple[float, ...]:
     if any(b <= a for a, b in zip(value, value[1:])):
         raise ValueError("must be strictly increasing")
     return value
-
-
-NonNegative = Annotated[float, Field(ge=0.0)]
 
 
 def _as_tuple(value):
@@ -139,6 +145,22 @@ class CWParams(_Section):
     _grid = field_validator("epsilons", mode="after")(_epsilon_grid)
 
 
+class APGDParams(_Section):
+    restarts: PositiveInt = 5
+    steps: PositiveInt = 100
+
+
+class SquareParams(_Section):
+    queries: PositiveInt = 5000
+
+
+class FABParams(_Section):
+    steps: PositiveInt = 100
+
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
 class AttackParams(_Section):
     n_train: PositiveInt = 500
     n_test: PositiveInt = 500
@@ -146,6 +168,12 @@ class AttackParams(_Section):
     batch_size: PositiveInt = 500
     pgd: PGDParams = PGDParams()
     cw: CWParams = CWParams()
+    apgd: APGDParams = APGDParams()
+    square: SquareParams = SquareParams()
+    fab: FABParams = FABParams()
+    overstatement_tol: Fraction = 0.02
+    convergence_tol: Fraction = 0.01
+    l2_overstatement_tol: Annotated[float, Field(ge=0.0)] = 0.1
 
 
 class PlotParams(_Section):
@@ -191,6 +219,16 @@ class Params(_Section):
     plot: PlotParams = PlotParams()
     theory: TheoryParams = TheoryParams()
 
+    @model_validator(mode="after")
+    def _headline_on_grids(self):
+        for key, grid, kind in (("headline_eps_255", self.attack.pgd.epsilons, "pgd"),
+                                ("headline_eps_l2", self.attack.cw.epsilons, "cw")):
+            eps = getattr(self.plot, key)
+            if eps not in grid:
+                raise ValueError(f"plot.{key} is {eps:g}, which is not on attack.{kind}.epsilons "
+                                 f"{list(grid)}; pick one of those or add it to the grid")
+        return self
+
     def section(self, name: str) -> dict:
         """Plain dict of one section (or top-level key), for checkpoints and provenance."""
         value = getattr(self, name)
@@ -218,6 +256,9 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     lines = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
+        if not key:  # a check across sections words its own message, keys included
+            lines.append(f"{source}: {_allowed(error)}")
+            continue
         # For a tuple, pydantic appends the element index; keep it (classes.1 is precise).
         lines.append(f"{source}: {key} {_allowed(error)}; got {error['input']!r}")
     return "\n".join(lines)

@@ -13,14 +13,14 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from difftrain import pairs
+from difftrain import adversarial, pairs
 from difftrain.data import Split, to_float
 from difftrain.errors import DivergenceError
 from difftrain.labels import accuracy
 from difftrain.model import Net
 from difftrain.objectives import OBJECTIVES, Objective
 from difftrain.pairs import PairIndex
-from difftrain.params import Params
+from difftrain.params import AdversarialParams, Params
 from difftrain.runtime import resolve_device, seed_everything
 
 EVAL_BATCH = 4096
@@ -83,14 +83,20 @@ def _steps(objective: Objective, batch_size: int, n: int, index: PairIndex | Non
 
 def train_epoch(model: Net, optimizer: torch.optim.Optimizer, objective: Objective,
                 batch_size: int, images: torch.Tensor, labels: torch.Tensor,
-                index: PairIndex | None, epoch: int, generator: torch.Generator) -> torch.Tensor:
-    """One epoch of optimisation on device-resident uint8 images; returns the mean step loss."""
+                index: PairIndex | None, epoch: int, generator: torch.Generator,
+                adversary: AdversarialParams | None = None) -> torch.Tensor:
+    """One epoch of optimisation on device-resident uint8 images; returns the mean step loss.
+
+    With an ``adversary`` (eps > 0) every step trains on the PGD perturbation of its images."""
     model.train()
     device = images.device
     total, steps = torch.zeros((), device=device), 0
     for positions in _steps(objective, batch_size, len(labels), index, epoch, generator):
         positions = positions.to(device)
-        loss = objective.batch_loss(model, to_float(images[positions]), labels[positions])
+        inputs, targets = to_float(images[positions]), labels[positions]
+        if adversary is not None and adversary.eps > 0:
+            inputs = adversarial.perturb(model, inputs, targets, adversary)
+        loss = objective.batch_loss(model, inputs, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -118,7 +124,8 @@ def fit(params: Params, train: Split, test: Split, index: PairIndex | None = Non
                unit="epoch")
     for epoch in bar:
         mean_loss = float(train_epoch(model, optimizer, objective, params.train.batch_size,
-                                      images, labels, index, epoch, generator))
+                                      images, labels, index, epoch, generator,
+                                      params.train.adversarial))
         if not torch.isfinite(torch.tensor(mean_loss)):
             raise DivergenceError(f"loss became {mean_loss} in epoch {epoch + 1} "
                                   f"(train.lr={params.train.lr}); lower train.lr")
