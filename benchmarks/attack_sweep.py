@@ -9,7 +9,7 @@ forward or forward + backward) per attack, and the robust accuracies each evalua
 * with ``--ascending``, also APGD-CE as an ascending survivor sweep on every image (what the
   stage would pay without the downward refinement), with the worst case it gives.
 
-    python benchmarks/attack_sweep.py [--model models/model.pt] [--split test] [--n 500]
+    python benchmarks/attack_sweep.py [--model models/model.safetensors] [--split test] [--n 500]
                                       [--ascending]
 
 Reads params.yaml's attack settings and plot.headline_eps_255; run the pipeline up to the train
@@ -40,7 +40,7 @@ def timed(model: TwoLogits, run):
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="models/model.pt")
+    parser.add_argument("--model", default="models/model.safetensors")
     parser.add_argument("--split", default="test")
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--ascending", action="store_true",
@@ -50,7 +50,7 @@ def main():
     params = load_params()
     a, headline = params.attack, params.plot.headline_eps_255
     net, config = load_checkpoint(args.model)
-    split = load_split(f"data/prepared/{args.split}.pt")
+    split = load_split(f"data/prepared/{args.split}.safetensors")
     positions = stratified(split, args.n, a.seed, "--n")
     x, y = to_float(split.images[positions]), split.labels[positions]
     model = TwoLogits(net)

@@ -6,7 +6,7 @@ would, version 'custom' with APGD-CE (``attack.apgd`` restarts and steps) and Sq
 none of the stage's sweeps, pruning or ordering is used. Prints, per split and epsilon, the
 stage's worst case (``metrics/attack.json``), the paper's PGD, and AutoAttack's robust accuracy.
 
-    python benchmarks/autoattack_check.py [--eps 4 8 16] [--model models/model.pt]
+    python benchmarks/autoattack_check.py [--eps 4 8 16] [--model models/model.safetensors]
 
 Run it after ``dvc repro`` on the same parameters (it reads ``params.yaml`` and the metrics).
 """
@@ -30,7 +30,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--eps", type=float, nargs="+", default=[4.0, 8.0, 16.0])
-    parser.add_argument("--model", default="models/model.pt")
+    parser.add_argument("--model", default="models/model.safetensors")
     parser.add_argument("--metrics", default="metrics/attack.json")
     parser.add_argument("--seed", type=int, default=0, help="AutoAttack's seed (not the stage's)")
     args = parser.parse_args()

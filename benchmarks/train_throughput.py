@@ -7,7 +7,7 @@
 
     python benchmarks/train_throughput.py [--epochs 2] [--synthetic 10000]
 
-Reads data/prepared/train.pt (run `dvc repro prepare` first) unless --synthetic N is given.
+Reads data/prepared/train.safetensors (run `dvc repro prepare` first) unless --synthetic N is given.
 """
 
 import argparse
@@ -63,7 +63,7 @@ def main():
         split = Split(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
                       torch.arange(n) % 2, torch.arange(n))
     else:
-        split = load_split("data/prepared/train.pt")
+        split = load_split("data/prepared/train.safetensors")
     n = len(split.labels)
     device = resolve_device(args.device)
     images, labels = split.images.to(device), split.labels.to(device)

@@ -1,37 +1,44 @@
 """attack: the paper's PGD and CW, AutoAttack's APGD-CE, Square and FAB; worst case per image."""
 
+import _env  # noqa: F401  (one line, not a traceback, without the project's environment)
+
 import pandas as pd
 
 from difftrain.attack import attack_split
 from difftrain.cli import run_stage
-from difftrain.data import load_splits
-from difftrain.io import Outputs
+from difftrain.data import load_splits, splits_sha256
+from difftrain.io import Outputs, ensure_writable
 from difftrain.model import load_checkpoint, model_config
 from difftrain.provenance import inherited
 from difftrain.robustness import MUST_HOLD, stratified
 from difftrain.runtime import resolve_device, seed_everything
 
 
+OUTPUTS = ["plots/attack", "data/attack/per_image.csv", "metrics/attack.json"]
+
+
 def main(params):
+    ensure_writable(*OUTPUTS)
+    provenance = inherited()  # read first: a missing input fails before any work
     a = params.attack
     splits = load_splits()
     chosen = {name: stratified(split, getattr(a, f"n_{name}"), a.seed, f"attack.n_{name}")
               for name, split in splits.items()}
-    model, _ = load_checkpoint("models/model.pt", model_config(params),
-                               map_location=resolve_device(params.device))
+    model, _ = load_checkpoint(expected_config=model_config(params),
+                               map_location=resolve_device(params.device),
+                               data_sha256=splits_sha256(splits))
     seed_everything(a.seed)
     headline = params.plot.headline_eps_255
     results = [attack_split(model, split, chosen[name], a, headline, name)
                for name, split in splits.items()]
     metrics = {r.name: r.metrics(a.overstatement_tol, a.convergence_tol, a.l2_overstatement_tol)
                for r in results}
-    metrics["provenance"] = inherited()
+    metrics["provenance"] = provenance
     with Outputs() as out:
         for r in results:
             for name, table in r.tables().items():
-                table.to_csv(out.path(f"plots/attack/{name}.csv"), index=False)
-        pd.concat([r.per_image() for r in results]).to_csv(out.path("data/attack/per_image.csv"),
-                                                           index=False)
+                out.save_csv(table, f"plots/attack/{name}.csv")
+        out.save_csv(pd.concat([r.per_image() for r in results]), "data/attack/per_image.csv")
         out.save_json(metrics, "metrics/attack.json")
     k = a.pgd.epsilons.index(headline)
     for r in results:

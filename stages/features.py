@@ -1,20 +1,28 @@
 """features: penultimate-layer rank (Fig. 2) and feature-space margins against the SVM optimum."""
 
+import _env  # noqa: F401  (one line, not a traceback, without the project's environment)
+
 from difftrain import features
 from difftrain.cli import run_stage
-from difftrain.data import load_splits
-from difftrain.io import Outputs
+from difftrain.data import load_splits, splits_sha256
+from difftrain.io import Outputs, ensure_writable
 from difftrain.model import load_checkpoint, model_config
 from difftrain.provenance import inherited
 
+OUTPUTS = ["plots/features", "metrics/features.json"]
+
 
 def main(params):
-    model, _ = load_checkpoint("models/model.pt", model_config(params))
-    metrics, tables = features.analyse(model, load_splits(), params.features)
-    metrics["provenance"] = inherited()
+    ensure_writable(*OUTPUTS)
+    provenance = inherited()  # read first: a missing input fails before any work
+    splits = load_splits()
+    model, _ = load_checkpoint(expected_config=model_config(params),
+                               data_sha256=splits_sha256(splits))
+    metrics, tables = features.analyse(model, splits, params.features)
+    metrics["provenance"] = provenance
     with Outputs() as out:
         for name, table in tables.items():
-            table.to_csv(out.path(f"plots/features/{name}.csv"), index=False)
+            out.save_csv(table, f"plots/features/{name}.csv")
         out.save_json(metrics, "metrics/features.json")
     t, o = metrics["train"], metrics["optimum"]
     print(f"train features: rank {t['numerical_rank']}, 99% variance in {t['components_99']} "

@@ -1,16 +1,20 @@
 """plot: the paper's figures as PNGs, and metrics/summary.json with the headline numbers."""
 
+import _env  # noqa: F401  (one line, not a traceback, without the project's environment)
+
 from pathlib import Path
 
 from difftrain import plots as P
 from difftrain.cli import run_stage
-from difftrain.io import Outputs, read_json
+from difftrain.io import Outputs, ensure_writable, read_json
 from difftrain.provenance import inherited
 
 ACCURACY = ["attack", "split", "eps", "accuracy"]
+OUTPUTS = ["plots/figures", "metrics/summary.json"]
 
 
 def main(params):
+    ensure_writable(*OUTPUTS)
     provenance = inherited()
     data_label = provenance["data_label"]
     run = (f"{params.loss}, {params.train.optimizer}"

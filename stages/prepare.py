@@ -1,24 +1,29 @@
 """prepare: the two-class CIFAR-10 subset as uint8 tensors, plus counts and content hashes."""
 
+import _env  # noqa: F401  (one line, not a traceback, without the project's environment)
+
 from difftrain.cli import run_stage
-from difftrain.data import prepare, tensor_sha256
-from difftrain.io import Outputs, git_revision
+from difftrain.data import prepare, splits_sha256, tensor_sha256
+from difftrain.io import Outputs, ensure_writable, git_revision
 from difftrain.provenance import data_provenance
+
+OUTPUTS = ["data/prepared/train.safetensors", "data/prepared/test.safetensors",
+           "data/prepared/provenance.json", "metrics/prepare.json"]
 
 
 def main(params):
+    ensure_writable(*OUTPUTS)
     source, splits = prepare(params.data)
     metrics = {"source": source, "classes": list(params.data.classes)}
+    for name, split in splits.items():
+        metrics[name] = {"n": len(split.labels), **split.counts(params.data.classes),
+                         "sha256": tensor_sha256(split.images, split.labels)}
+    data = data_provenance(params, source, splits_sha256(splits))
+    metrics["provenance"] = {**data, "git_revision": git_revision()}
     with Outputs() as out:
         for name, split in splits.items():
-            out.save_torch(split.to_dict(), f"data/prepared/{name}.pt")
-            metrics[name] = {"n": len(split.labels), **split.counts(params.data.classes),
-                             "sha256": tensor_sha256(split.images, split.labels)}
-        data_sha256 = tensor_sha256(*(t for split in splits.values()
-                                      for t in (split.images, split.labels)))
-        data = data_provenance(params, source, data_sha256)
+            out.save_bytes(split.to_bytes(), f"data/prepared/{name}.safetensors")
         out.save_json(data, "data/prepared/provenance.json")
-        metrics["provenance"] = {**data, "git_revision": git_revision()}
         out.save_json(metrics, "metrics/prepare.json")
     print(f"prepared {metrics['train']['n']} train / {metrics['test']['n']} test images "
           f"from {source} ({params.data.root})")

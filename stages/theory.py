@@ -1,11 +1,16 @@
 """theory: Theorems 1 and 2, Remark 1 and Fig. 3 on synthetic data, in well under a minute."""
 
+import _env  # noqa: F401  (one line, not a traceback, without the project's environment)
+
 from difftrain import plots, theory
 from difftrain.cli import run_stage
-from difftrain.io import Outputs, git_revision
+from difftrain.io import Outputs, ensure_writable, git_revision
+
+OUTPUTS = ["plots/theory", "plots/theory_figures", "metrics/theory.json"]
 
 
 def main(params):
+    ensure_writable(*OUTPUTS)
     t = params.theory
     result = theory.run(t)
     linear, network = result.linear, result.network
@@ -13,9 +18,9 @@ def main(params):
         "data_source": "synthetic", "data_label": "synthetic (theory.*)",
         "git_revision": git_revision()}}
     with Outputs() as out:
-        linear["angles"].to_csv(out.path("plots/theory/angles.csv"), index=False)
+        out.save_csv(linear["angles"], "plots/theory/angles.csv")
         for k, part in result.sweep.groupby("subspace_dim"):
-            part.to_csv(out.path(f"plots/theory/remark1_k{k}.csv"), index=False)
+            out.save_csv(part, f"plots/theory/remark1_k{k}.csv")
         folder = out.dir("plots/theory_figures")
         plots.fig1_lines(folder / "fig1_linear.png", linear["points"], linear["labels"],
                          linear["lines"], f"Fig. 1: a line offset {t.offset:g} from the origin")

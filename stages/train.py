@@ -1,35 +1,42 @@
 """train: the paper's CNN by cross-entropy or differential training; model, metrics, curves."""
 
+import _env  # noqa: F401  (one line, not a traceback, without the project's environment)
+
 from dataclasses import asdict
 
 from dvclive import Live
 
 from difftrain import pairs
 from difftrain.cli import run_stage
-from difftrain.data import load_splits
-from difftrain.io import Outputs
-from difftrain.model import checkpoint, model_config
+from difftrain.data import load_splits, splits_sha256
+from difftrain.io import Outputs, ensure_writable
+from difftrain.model import CHECKPOINT, checkpoint, model_config
 from difftrain.objectives import OBJECTIVES
 from difftrain.provenance import inherited
 from difftrain.train import fit
 
+OUTPUTS = [CHECKPOINT, "metrics/train.json", "dvclive/train"]
+
 
 def main(params):
+    ensure_writable(*OUTPUTS)
+    provenance = inherited()  # read first: a missing input fails before any work
     splits = load_splits()
-    index = pairs.load("data/pairs/index.pt") if OBJECTIVES[params.loss].pairwise else None
+    index = pairs.load() if OBJECTIVES[params.loss].pairwise else None
     with Outputs() as out:
         live = Live(str(out.dir("dvclive/train")), dvcyaml=False, save_dvc_exp=False)
 
         def log(epoch):
             for key, value in asdict(epoch).items():
                 if key != "epoch":
-                    live.log_metric(key, value)
+                    live.log_metric(key, value, timestamp=False)
             live.next_step()
 
         result = fit(params, splits["train"], splits["test"], index, on_epoch=log)
         live.end()
-        out.save_torch(checkpoint(result.model, model_config(params)), "models/model.pt")
-        out.save_json({**result.metrics, "provenance": inherited()}, "metrics/train.json")
+        out.save_bytes(checkpoint(result.model, model_config(params), splits_sha256(splits)),
+                       CHECKPOINT)
+        out.save_json({**result.metrics, "provenance": provenance}, "metrics/train.json")
     m = result.metrics
     print(f"{params.loss}: train {m['train_accuracy']:.4f}, test {m['test_accuracy']:.4f}, "
           f"{m['wall_seconds']:.1f} s on {m['device']}")

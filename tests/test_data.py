@@ -1,4 +1,7 @@
 import json
+import os
+import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -121,9 +124,60 @@ def test_prepare_stage_writes_splits_and_metrics(workdir):
     assert metrics["train"] == {"n": 20, "airplane": 10, "horse": 10,
                                 "sha256": metrics["train"]["sha256"]}
     assert metrics["test"]["n"] == 16
-    train = load_split(workdir / "data" / "prepared" / "train.pt")
+    train = load_split(workdir / "data" / "prepared" / "train.safetensors")
     assert len(train.labels) == 20
     assert sorted(p.name for p in (workdir / "data" / "prepared").iterdir()) == [
-        "provenance.json", "test.pt", "train.pt"]
+        "provenance.json", "test.safetensors", "train.safetensors"]
     assert metrics["provenance"]["data_sha256"] == json.loads(
         (workdir / "data" / "prepared" / "provenance.json").read_text())["data_sha256"]
+
+
+class _Payload:
+    """Unpickling this runs ``os.system`` (a booby-trapped batch file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_booby_trapped_batch_file_is_refused_before_anything_in_it_runs(tmp_path):
+    folder = make_batches(tmp_path)
+    marker = tmp_path / "payload-ran"
+    trap = {"data": _Payload(marker), "labels": [0] * 10}
+    (folder / "data_batch_1").write_bytes(pickle.dumps(trap, protocol=2))
+    with pytest.raises(DataError, match=r"data_batch_1: refused to load (posix|os)\.system "
+                                        r"\(a CIFAR-10 batch holds only numpy arrays"):
+        prepare(DataParams(root=str(tmp_path)))
+    assert not marker.exists()
+    pickle.loads((folder / "data_batch_1").read_bytes())  # the trap is real: plain pickle runs it
+    assert marker.exists()
+
+
+def test_a_test_split_sharing_images_with_training_is_refused(image_folder):
+    shutil.rmtree(image_folder / "test")
+    (image_folder / "test").symlink_to(image_folder / "train")
+    with pytest.raises(DataError, match=r"32 test images are identical to training images, e.g. "
+                                        r"\S*/test/(\w+/\d+).png and \S*/train/\1.png"):
+        prepare(DataParams(root=str(image_folder)))
+
+
+def test_one_copied_image_is_enough_to_be_refused(image_folder):
+    shutil.copy(image_folder / "train" / "horse" / "0003.png",
+                image_folder / "test" / "airplane" / "0009.png")
+    with pytest.raises(DataError, match="1 test images are identical to training images"):
+        prepare(DataParams(root=str(image_folder)))
+
+
+def test_a_dangling_link_as_root_is_named(tmp_path):
+    (tmp_path / "raw").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(DataError, match=r"data.root '.*raw' is a link to '.*nowhere', which does "
+                                        r"not exist"):
+        prepare(DataParams(root=str(tmp_path / "raw")))
+
+
+def test_splits_are_written_byte_identically(image_folder):
+    first = prepare(DataParams(root=str(image_folder)))[1]
+    second = prepare(DataParams(root=str(image_folder)))[1]
+    assert first["train"].to_bytes() == second["train"].to_bytes()

@@ -22,7 +22,7 @@ PACKAGE = REPO / "src" / "difftrain"
 NOT_DEPENDENCIES = {
     "src/difftrain/__init__.py": "package marker and version string",
     "src/difftrain/errors.py": "error types: only the wording of failures",
-    "src/difftrain/io.py": "atomic writing of outputs: where bytes go, not what they are",
+    "src/difftrain/io.py": "how outputs are stored (atomic, safetensors, strict JSON), not what they say",
     "src/difftrain/provenance.py": "records where data and code came from, computes nothing",
     "src/difftrain/cli.py": "the stage entry point: load params, print errors",
 }

@@ -3,6 +3,7 @@ import torch
 
 from difftrain import pairs
 from difftrain.data import tensor_sha256
+from difftrain.io import tensor_bytes
 from difftrain.errors import DataError
 from difftrain.params import PairsParams
 
@@ -21,7 +22,7 @@ def _explicit_pairs(index: pairs.PairIndex) -> set[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("nx, ny, block, fraction, epochs",
-                         [(40, 40, 4, 0.5, 6), (37, 45, 5, 0.3, 4), (50, 30, 8, 1.0, 6)])
+                         [(40, 40, 4, 0.5, 6), (37, 45, 5, 0.25, 4), (50, 30, 8, 1.0, 6)])
 def test_only_cross_pairs_and_fraction_within_tolerance(nx, ny, block, fraction, epochs):
     labels = _labels(nx, ny)
     index = pairs.build(labels, PairsParams(fraction=fraction, block_size=block), epochs)
@@ -54,10 +55,10 @@ def test_full_fraction_covers_every_pair():
 
 def test_same_seed_same_index_other_seed_other_index():
     labels = _labels(40, 40)
-    a = pairs.build(labels, PairsParams(seed=3, block_size=4), 5)
-    b = pairs.build(labels, PairsParams(seed=3, block_size=4), 5)
-    c = pairs.build(labels, PairsParams(seed=4, block_size=4), 5)
-    assert all(torch.equal(a.to_dict()[k], b.to_dict()[k]) for k in ("x_order", "rounds"))
+    a = pairs.build(labels, PairsParams(seed=3, fraction=0.3, block_size=4), 5)
+    b = pairs.build(labels, PairsParams(seed=3, fraction=0.3, block_size=4), 5)
+    c = pairs.build(labels, PairsParams(seed=4, fraction=0.3, block_size=4), 5)
+    assert all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("x_order", "rounds"))
     assert not torch.equal(a.x_order, c.x_order)
 
 
@@ -71,14 +72,36 @@ def test_block_larger_than_a_class_is_explained():
         pairs.build(_labels(10, 40), PairsParams(block_size=64), 3)
 
 
-def test_round_trip_and_format_check(tmp_path):
+def test_round_trip_identical_bytes_and_format_check(tmp_path):
     labels = _labels(20, 20)
-    index = pairs.build(labels, PairsParams(block_size=4), 2)
-    torch.save(index.to_dict(), tmp_path / "index.pt")
-    loaded = pairs.load(tmp_path / "index.pt")
+    index = pairs.build(labels, PairsParams(fraction=0.4, block_size=4), 2)
+    assert index.to_bytes() == pairs.build(labels, PairsParams(fraction=0.4, block_size=4), 2).to_bytes()
+    (tmp_path / "index.safetensors").write_bytes(index.to_bytes())
+    loaded = pairs.load(tmp_path / "index.safetensors")
     assert loaded.labels_sha256 == tensor_sha256(labels) and torch.equal(loaded.rounds, index.rounds)
-    torch.save({**index.to_dict(), "format_version": 99}, tmp_path / "old.pt")
-    with pytest.raises(DataError, match="pair index format 99"):
-        pairs.load(tmp_path / "old.pt")
-    with pytest.raises(DataError, match="missing.pt: pair index not found"):
-        pairs.load(tmp_path / "missing.pt")
+    tensors = {k: getattr(index, k) for k in index.TENSORS}
+    (tmp_path / "old.safetensors").write_bytes(tensor_bytes(tensors, {"format_version": "1"}))
+    with pytest.raises(DataError, match="old.safetensors: pair index format '1' is not 2"):
+        pairs.load(tmp_path / "old.safetensors")
+    with pytest.raises(DataError, match="missing.safetensors: pair index not found"):
+        pairs.load(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("fraction, blocks, message", [
+    (1e-9, 6, r"pairs.fraction=1e-09 cannot be met with 6 blocks per class .* it would cover "
+              r"0.167; achievable fractions are multiples of 1/6, the nearest 0.167 and 0.333"),
+    (0.25, 6, r"pairs.fraction=0.25 cannot be met with 6 blocks .* cover 0.333"),
+])
+def test_a_fraction_that_cannot_be_met_is_refused_with_the_achievable_values(fraction, blocks, message):
+    labels = _labels(6 * blocks, 6 * blocks)
+    with pytest.raises(DataError, match=message):
+        pairs.build(labels, PairsParams(fraction=fraction, block_size=6), 10)
+    # within 10% of the request is accepted: 0.25 of 78 blocks is 20 diagonals, 0.256
+    index = pairs.build(_labels(78, 78), PairsParams(fraction=0.25, block_size=1), 20)
+    assert index.coverage()["fraction"] == pytest.approx(20 / 78)
+
+
+def test_an_epoch_count_that_would_exhaust_memory_is_refused_with_the_estimate():
+    with pytest.raises(DataError, match=r"train.epochs=100000000 needs a pair index of about 11.9 GiB "
+                                        r"\(100000000 epochs x 8 block pairs x 16 bytes"):
+        pairs.build(_labels(32, 32), PairsParams(block_size=4), 100_000_000)

@@ -57,7 +57,7 @@ def test_missing_and_malformed_files_are_named(tmp_path):
     with pytest.raises(ParamsError, match="nope.yaml: parameter file not found"):
         load_params(tmp_path / "nope.yaml")
     (tmp_path / "bad.yaml").write_text("train: [unclosed\n")
-    with pytest.raises(ParamsError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ParamsError, match="bad.yaml: line 2: not valid YAML: expected"):
         load_params(tmp_path / "bad.yaml")
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ParamsError, match="list.yaml: expected a mapping"):

@@ -73,7 +73,7 @@ def test_a_stage_refuses_a_model_from_other_params(project):
     result = subprocess.run([sys.executable, "stages/features.py"], cwd=project,
                             capture_output=True, text=True)
     assert result.returncode == 2
-    assert "models/model.pt was trained with other parameters" in result.stderr
+    assert "models/model.safetensors was trained with other parameters" in result.stderr
     assert "train.lr: file has 0.001, params.yaml has 0.005" in result.stderr
 
 
@@ -99,7 +99,7 @@ def test_queued_grid_comparison_and_study(tmp_path):
             exps[params["loss"], params["train"]["epochs"]] = exp["name"]
     assert set(exps) == {(loss, e) for loss in ("cross_entropy", "differential") for e in (2, 4)}
     ce, diff = exps["cross_entropy", 2], exps["differential", 2]
-    metrics = json.loads(sh("dvc", "metrics", "diff", ce, diff, "--json", cwd=repo))
+    metrics = json.loads(sh("dvc", "metrics", "diff", ce, diff, "--all", "--json", cwd=repo))
     assert "robust_test_accuracy_at_8" in metrics["metrics/summary.json"]
     plots = json.loads(sh("dvc", "plots", "diff", ce, diff, "--json", "--split", cwd=repo))
     for plot_id in ("linf_accuracy", "l2_accuracy", "pca_cumulative_variance"):

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import make_image_folder, make_project, set_params, sh
 
@@ -52,7 +51,7 @@ def test_push_then_pull_in_a_fresh_clone_restores_every_output(tmp_path):
 def test_a_stage_killed_mid_run_leaves_nothing_finished_and_repro_recovers(tmp_path):
     repo = make_project(tmp_path / "project")
     set_params(repo, train={"epochs": 400, "batch_size": 8, "lr": 0.001},
-               pairs={"block_size": 4, "fraction": 0.5})
+               pairs={"block_size": 3, "fraction": 0.5})
     sh("dvc", "repro", "pairs", cwd=repo)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.Popen(["dvc", "repro", "train"], cwd=repo, env=env, start_new_session=True,
@@ -63,48 +62,49 @@ def test_a_stage_killed_mid_run_leaves_nothing_finished_and_repro_recovers(tmp_p
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage, mid-epoch
     proc.wait()
-    assert not (repo / "models" / "model.pt").exists()
+    assert not (repo / "models" / "model.safetensors").exists()
     assert not (repo / "metrics" / "train.json").exists()
     assert not (repo / "dvclive" / "train").exists()
 
     set_params(repo, train={"epochs": 2, "batch_size": 8, "lr": 0.001})
     sh("dvc", "repro", cwd=repo)
-    assert (repo / "models" / "model.pt").is_file()
+    assert (repo / "models" / "model.safetensors").is_file()
     assert [str(p) for p in repo.rglob("*.tmp") if ".dvc" not in p.parts] == []
     assert "up to date" in sh("dvc", "status", cwd=repo).lower()
 
 
-def test_two_runs_give_byte_identical_metrics_except_wall_time(tmp_path):
+def test_two_runs_give_byte_identical_outputs_except_wall_time_and_a_rerun_upstream_reruns_nothing(tmp_path):
     repo = make_project(tmp_path / "project")
     sh("dvc", "repro", cwd=repo)
-    first = {p.name: p.read_text() for p in (repo / "metrics").glob("*.json")}
     first_tables = digests(repo)
-    saved = {k: torch.load(repo / k, weights_only=True) for k in first_tables if k.endswith(".pt")}
+    first = {p.name: p.read_text() for p in (repo / "metrics").glob("*.json")}
+    assert set(first) == {"prepare.json", "pairs.json", "train.json", "features.json",
+                          "attack.json", "summary.json", "theory.json"}
+    for text in first.values():  # strict JSON: no NaN or Infinity anywhere
+        json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+
+    # Forcing the first stage again writes the same bytes, so DVC reruns nothing after it.
+    rerun = sh("dvc", "repro", "-f", "prepare", cwd=repo)
+    assert "Running stage 'prepare'" in rerun
+    after = sh("dvc", "repro", cwd=repo)
+    assert "Running stage" not in after, after
+    assert "up to date" in sh("dvc", "status", cwd=repo).lower()
+
     sh("dvc", "repro", "-f", cwd=repo)
     second = {p.name: p.read_text() for p in (repo / "metrics").glob("*.json")}
-    assert set(first) == set(second) == {"prepare.json", "pairs.json", "train.json",
-                                         "features.json", "attack.json", "summary.json",
-                                         "theory.json"}
-    for name in first:
-        a, b = json.loads(first[name]), json.loads(second[name])
-        if name == "train.json":  # the one field documented to differ
-            assert a.pop("wall_seconds") > 0 and b.pop("wall_seconds") > 0
-        else:
-            assert first[name] == second[name], name
-        assert a == b, name
+    a, b = json.loads(first["train.json"]), json.loads(second["train.json"])
+    assert a.pop("wall_seconds") > 0 and b.pop("wall_seconds") > 0  # the one field that differs
+    assert a == b
     changed = {k for k, v in digests(repo).items() if first_tables.get(k) != v}
-    # torch.save embeds a random serialization id, so .pt files differ as bytes; their
-    # contents must not. Every CSV and TSV table is byte-identical.
-    assert all(k.endswith(".pt") or k == "metrics/train.json" for k in changed), changed
-    for key in (k for k in changed if k.endswith(".pt")):
-        now = torch.load(repo / key, weights_only=True)
-        assert _tensors(now) == _tensors(saved[key]), key
+    assert changed == {"metrics/train.json"}, changed  # tensors, tables, figures: same bytes
 
 
-def _tensors(tree) -> list:
-    """Every tensor (as a list) and scalar of a saved object, in order, for comparison."""
-    if isinstance(tree, dict):
-        return [(k, _tensors(v)) for k, v in sorted(tree.items())]
-    if isinstance(tree, torch.Tensor):
-        return tree.tolist()
-    return tree
+def test_outputs_follow_the_umask_as_dvc_checkout_does(tmp_path):
+    repo = make_project(tmp_path / "project")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["sh", "-c", "umask 022 && dvc repro pairs"], cwd=repo, env=env, check=True,
+                   capture_output=True)
+    for path in [repo / "data" / "prepared" / "train.safetensors", repo / "metrics" / "pairs.json",
+                 repo / "data" / "pairs" / "index.safetensors"]:
+        assert path.stat().st_mode & 0o777 == 0o644, (path, oct(path.stat().st_mode))
+    assert (repo / "data" / "prepared").stat().st_mode & 0o777 == 0o755

@@ -77,26 +77,41 @@ def test_same_params_and_seed_give_identical_metrics_and_weights(tiny):
     assert all(torch.equal(a.model.state_dict()[k], b.model.state_dict()[k]) for k in a.model.state_dict())
 
 
-def test_checkpoint_round_trip_gives_identical_predictions(tiny, tmp_path):
+def test_checkpoint_round_trip_gives_identical_predictions_and_identical_bytes(tiny, tmp_path):
     params, result = _fit(tiny, "differential", epochs=3)
-    torch.save(checkpoint(result.model, model_config(params)), tmp_path / "model.pt")
-    loaded, config = load_checkpoint(tmp_path / "model.pt", model_config(params))
+    data = checkpoint(result.model, model_config(params), "abc")
+    assert data == checkpoint(result.model, model_config(params), "abc")  # deterministic bytes
+    (tmp_path / "model.safetensors").write_bytes(data)
+    loaded, config = load_checkpoint(tmp_path / "model.safetensors", model_config(params),
+                                     data_sha256="abc")
     images = tiny["test"].images.float() / 255
     with torch.no_grad():
         assert torch.equal(loaded(images), result.model(images))
     assert config["loss"] == "differential"
 
 
-def test_checkpoint_from_other_params_is_refused(tiny, tmp_path):
+def test_checkpoint_from_other_params_other_data_or_with_nan_weights_is_refused(tiny, tmp_path):
     params, result = _fit(tiny, "cross_entropy", epochs=3)
-    torch.save(checkpoint(result.model, model_config(params)), tmp_path / "model.pt")
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(checkpoint(result.model, model_config(params), "abc"))
     other = parse_params({"loss": "differential", "train": {"epochs": 1, "batch_size": 16}})
     with pytest.raises(CheckpointError, match="trained with other parameters .*loss: file has "
                                               "'cross_entropy', params.yaml has 'differential'"):
-        load_checkpoint(tmp_path / "model.pt", model_config(other))
-    (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(CheckpointError, match="junk.pt: not a difftrain checkpoint"):
-        load_checkpoint(tmp_path / "junk.pt")
+        load_checkpoint(path, model_config(other))
+    with pytest.raises(CheckpointError, match="model.safetensors was trained on other data "
+                                              r"\(data hash abc\.\.\., the prepared data has def"):
+        load_checkpoint(path, model_config(params), data_sha256="def")
+    with torch.no_grad():
+        result.model.phi[0].weight[0, 0, 0, 0] = float("nan")
+    path.write_bytes(checkpoint(result.model, model_config(params), "abc"))
+    with pytest.raises(CheckpointError, match=r"model.safetensors: non-finite weights in phi.0.weight"):
+        load_checkpoint(path)
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="junk.safetensors: not a difftrain checkpoint"):
+        load_checkpoint(tmp_path / "junk.safetensors")
+    torch.save({"state_dict": result.model.state_dict()}, tmp_path / "pickled.safetensors")
+    with pytest.raises(CheckpointError, match="pickled.safetensors: not a difftrain checkpoint"):
+        load_checkpoint(tmp_path / "pickled.safetensors")  # a pickle is never unpickled
 
 
 def test_divergence_is_reported(tiny):
@@ -105,7 +120,7 @@ def test_divergence_is_reported(tiny):
 
 
 def test_missing_or_mismatched_pair_index_is_refused(tiny):
-    params = parse_params({"loss": "differential", "pairs": {"block_size": 8},
+    params = parse_params({"loss": "differential", "pairs": {"block_size": 8, "fraction": 1 / 3},
                            "train": {"epochs": 3}})
     labels = tiny["train"].labels
     with pytest.raises(DataError, match="needs the pair index"):
@@ -119,7 +134,7 @@ def test_missing_or_mismatched_pair_index_is_refused(tiny):
 
 
 def test_stages_prepare_pairs_train_write_their_outputs(workdir):
-    write_params(workdir, "loss: differential\ndevice: cpu\npairs:\n  block_size: 8\n"
+    write_params(workdir, "loss: differential\ndevice: cpu\npairs:\n  block_size: 8\n  fraction: 0.5\n"
                           "train:\n  epochs: 2\n  batch_size: 16\n")
     for stage in ("prepare", "pairs", "train"):
         result = run_stage(stage, workdir)
@@ -127,7 +142,7 @@ def test_stages_prepare_pairs_train_write_their_outputs(workdir):
     metrics = json.loads((workdir / "metrics" / "train.json").read_text())
     assert metrics["loss"] == "differential" and metrics["epochs"] == 2
     assert 0 <= metrics["test_accuracy"] <= 1
-    assert (workdir / "models" / "model.pt").is_file()
+    assert (workdir / "models" / "model.safetensors").is_file()
     live = workdir / "dvclive" / "train" / "plots" / "metrics"
     assert (live / "loss.tsv").read_text().count("\n") == 3  # header + one row per epoch
     leftovers = [p for p in workdir.rglob(".*.tmp")]

@@ -21,7 +21,7 @@ import seaborn as sns
 
 import dvc.api
 from difftrain.errors import DataError
-from difftrain.plots import CURVE_LABEL, CURVE_STYLE, SPLIT_STYLE, symlog_eps
+from difftrain.plots import CURVE_LABEL, CURVE_STYLE, SPLIT_STYLE, save_figure, symlog_eps
 
 # panel -> (axis label, its curves: worst case first, then the paper's attack)
 PANELS = {"linf": ("Linf, /255 (Fig. 4)", ("worst", "paper_pgd")),
@@ -73,10 +73,7 @@ def draw(table: pd.DataFrame, out: Path, data_label: str = "") -> None:
             ax.legend(fontsize=7)
     fig.suptitle("Robust accuracy: worst case over all attacks solid, the paper's attack dashed"
                  + (f" ({data_label})" if data_label else ""))
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,12 +1,24 @@
-"""Writing outputs so that a crash never leaves a file DVC could mistake for a finished one.
+"""Reading inputs and writing outputs so that DVC can trust and reuse them.
 
-Every output is written to a temporary sibling and renamed into place only when the whole
-stage has succeeded (:class:`Outputs`). A rename within one directory is atomic on POSIX.
+* Atomic: every output is written to a temporary sibling and renamed into place only when the
+  whole stage has succeeded (:class:`Outputs`), so a crash never leaves a file DVC could mistake
+  for a finished one. A rename within one directory is atomic on POSIX.
+* Deterministic: tensors are stored as safetensors (a format made for this: a JSON header and
+  raw bytes, no code), so identical content gives identical bytes and identical DVC hashes, and
+  a rerun upstream reruns nothing downstream. ``torch.save`` embeds a random id per call.
+* Strict JSON: metrics hold no NaN or Infinity (not JSON); a non-finite value is written as
+  ``null`` and named, with its value, under ``non_finite``.
+* Checked early: output folders must be writable before a stage starts its work; a full disk is
+  reported with the path and the space needed; a missing or corrupt input names its file and the
+  stage that writes it (``WRITERS``).
+* Shared: outputs get the permissions the user's umask gives, as files ``dvc checkout`` restores.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -14,6 +26,29 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from difftrain.errors import DataError, DifftrainError
+
+# Which stage writes which output (path prefixes as in dvc.yaml), for error messages that say
+# how to get a missing input back. tests/test_io.py keeps it in step with dvc.yaml.
+WRITERS = {
+    "data/prepared": "prepare", "metrics/prepare.json": "prepare",
+    "data/pairs": "pairs", "metrics/pairs.json": "pairs",
+    "models": "train", "dvclive/train": "train", "metrics/train.json": "train",
+    "plots/features": "features", "metrics/features.json": "features",
+    "plots/attack": "attack", "data/attack": "attack", "metrics/attack.json": "attack",
+    "plots/figures": "plot", "metrics/summary.json": "plot",
+    "plots/theory": "theory", "plots/theory_figures": "theory", "metrics/theory.json": "theory",
+}
+
+
+def written_by(path: str | Path) -> str:
+    """'; the train stage writes it (dvc repro train)' for a known output, else ''."""
+    text = f"/{Path(path).as_posix()}/"
+    for prefix, stage in WRITERS.items():
+        if f"/{prefix}/" in text:
+            return f"; the {stage} stage writes it (dvc repro {stage})"
+    return ""
 
 
 def git_revision(cwd: str | Path = ".") -> str | None:
@@ -31,6 +66,103 @@ def git_revision(cwd: str | Path = ".") -> str | None:
     return rev + ("-dirty" if dirty else "")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def ensure_writable(*finals: str | Path) -> None:
+    """Fail now, naming the folder, if an output could not be written at the end of the stage."""
+    for final in finals:
+        folder = Path(final).parent
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise DifftrainError(f"{existing}: cannot write there (needed for {final}); make it a "
+                                 f"writable folder before running the stage")
+
+
+def strict_json(obj, where: str = "", found: list | None = None):
+    """``obj`` with every non-finite float replaced by None, its path and value added to
+    ``found``."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v, f"{where}.{k}" if where else str(k), found)
+                for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v, f"{where}.{i}", found) for i, v in enumerate(obj)]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        if found is not None:
+            found.append(f"{where}: {obj}")
+        return None
+    return obj
+
+
+def json_text(obj: dict) -> str:
+    """Strict JSON: non-finite floats become null and are named under ``non_finite``."""
+    found: list[str] = []
+    clean = strict_json(obj, found=found)
+    if found:
+        clean["non_finite"] = found
+    return json.dumps(clean, indent=2, allow_nan=False) + "\n"
+
+
+def tensor_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """safetensors bytes: the same tensors and metadata always give the same bytes.
+
+    safetensors keeps its metadata in a hash map whose order varies between calls, so the
+    metadata travels as one entry, ``difftrain``, holding it as JSON with sorted keys."""
+    from safetensors.torch import save
+
+    header = {"difftrain": json.dumps(metadata, sort_keys=True)} if metadata else None
+    return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=header)
+
+
+def read_tensors(path: str | Path, what: str, error: type[DifftrainError] = DataError
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file; a missing or unreadable one is ``error``
+    naming the file and the stage that writes it. Reading runs no code from the file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: {what} not found{written_by(path)}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            return ({k: f.get_tensor(k) for k in f.keys()},
+                    json.loads(header["difftrain"]) if "difftrain" in header else {})
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise error(f"{path}: not a {what} ({type(exc).__name__}: {exc}){written_by(path)}") from None
+
+
+def read_json(path: str | Path) -> dict:
+    """A JSON object from an input file; missing, empty or damaged ones name the file and the
+    stage that writes it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found{written_by(path)}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}){written_by(path)}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}{written_by(path)}")
+    return data
+
+
+def write_bytes(path: Path, data: bytes, final: Path) -> None:
+    """Write ``data`` to ``path``; a full disk names ``final`` and the space it needed."""
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        free = shutil.disk_usage(path.parent).free
+        raise DifftrainError(f"{final}: no space left on the device (needs {len(data):,} bytes, "
+                             f"{free:,} free in {path.parent})") from None
+
+
 class Outputs:
     """Collects a stage's outputs in temporary files and moves them into place together.
 
@@ -46,6 +178,7 @@ class Outputs:
         final = _prepare_parent(final)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
         os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are shared like checkouts
         self._pending.append((Path(tmp), final))
         return Path(tmp)
 
@@ -53,14 +186,22 @@ class Outputs:
         """A temporary directory standing in for the output directory ``final``."""
         final = _prepare_parent(final)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
         self._pending.append((tmp, final))
         return tmp
 
-    def save_torch(self, obj, final: str | Path) -> None:
-        torch.save(obj, self.path(final))
+    def save_bytes(self, data: bytes, final: str | Path) -> None:
+        write_bytes(self.path(final), data, Path(final))
 
-    def save_json(self, obj, final: str | Path) -> None:
-        self.path(final).write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    def save_tensors(self, tensors: dict[str, torch.Tensor], final: str | Path,
+                     metadata: dict[str, str] | None = None) -> None:
+        self.save_bytes(tensor_bytes(tensors, metadata), final)
+
+    def save_json(self, obj: dict, final: str | Path) -> None:
+        self.save_bytes(json_text(obj).encode(), final)
+
+    def save_csv(self, table, final: str | Path) -> None:
+        self.save_bytes(table.to_csv(index=False).encode(), final)
 
     def __enter__(self) -> "Outputs":
         return self
@@ -89,7 +230,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
-
-
-def read_json(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())

@@ -9,12 +9,14 @@ model, so attacks work in pixel space.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from difftrain.errors import CheckpointError
+from difftrain.io import read_tensors, tensor_bytes, written_by
 from difftrain.params import Params
 
 FEATURE_DIM = 84
@@ -87,10 +89,16 @@ def model_config(params: Params) -> dict:
     return {name: params.section(name) for name in ("seed", "loss", "data", "pairs", "model", "train")}
 
 
-def checkpoint(model: Net, config: dict) -> dict:
-    """The dict written to models/model.pt: weights plus the parameters that built them."""
-    return {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "config": config}
+CHECKPOINT = "models/model.safetensors"
+CHECKPOINT_FORMAT = "difftrain-checkpoint-2"
+
+
+def checkpoint(model: Net, config: dict, data_sha256: str) -> bytes:
+    """The file the train stage writes: the weights (safetensors), the parameters that built
+    them and the content hash of the prepared data they were trained on (metadata)."""
+    return tensor_bytes(model.state_dict(), {"format": CHECKPOINT_FORMAT,
+                                             "config": json.dumps(config, sort_keys=True),
+                                             "data_sha256": data_sha256})
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -104,22 +112,22 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def load_checkpoint(path: str | Path, expected_config: dict | None = None,
-                    map_location: str | torch.device = "cpu") -> tuple[Net, dict]:
-    """(model in eval mode, config) from a checkpoint; refuses one built from other params.
+def load_checkpoint(path: str | Path = CHECKPOINT, expected_config: dict | None = None,
+                    map_location: str | torch.device = "cpu",
+                    data_sha256: str | None = None) -> tuple[Net, dict]:
+    """(model in eval mode, config) from a checkpoint, refusing one that would mix runs.
 
-    ``expected_config`` holds the parameter sections that must match (e.g. the current
-    params.yaml's ``loss``, ``model``, ``train``, ``data``): a mismatch means the model file is
-    stale or from another run, and using it would silently mix runs.
+    Refused: a file from other parameters (``expected_config``, e.g. the current params.yaml's
+    ``loss``, ``model``, ``train``, ``data``), one trained on other data than the prepared data
+    (``data_sha256``, e.g. after the source changed and stages were run by hand), and one whose
+    weights are not all finite (a diverged or damaged model would give meaningless metrics).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: model file not found; run the train stage (dvc repro)")
-    try:
-        raw = torch.load(path, map_location=map_location, weights_only=True)
-        config, state = raw["config"], raw["state_dict"]
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a difftrain checkpoint ({exc})") from None
+    state, metadata = read_tensors(path, "difftrain checkpoint", CheckpointError)
+    if metadata.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a difftrain checkpoint (format "
+                              f"{metadata.get('format')!r}, expected {CHECKPOINT_FORMAT!r})"
+                              f"{written_by(path)}")
+    config = json.loads(metadata["config"])
     if expected_config is not None:
         have, want = _flatten(config), _flatten(expected_config)
         diff = sorted(k for k in want if have.get(k) != want[k])
@@ -128,6 +136,14 @@ def load_checkpoint(path: str | Path, expected_config: dict | None = None,
                                for k in diff)
             raise CheckpointError(f"{path} was trained with other parameters ({detail}); "
                                   f"rerun the train stage (dvc repro)")
+    if data_sha256 is not None and metadata.get("data_sha256") != data_sha256:
+        raise CheckpointError(f"{path} was trained on other data (data hash "
+                              f"{str(metadata.get('data_sha256'))[:12]}..., the prepared data has "
+                              f"{data_sha256[:12]}...); rerun the train stage (dvc repro train)")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: non-finite weights in {', '.join(bad)}; the model diverged "
+                              f"or the file is damaged; rerun the train stage (dvc repro train)")
     model = Net(batchnorm=config["model"]["batchnorm"])
     try:
         model.load_state_dict(state)

@@ -26,10 +26,14 @@ import torch
 
 from difftrain.data import tensor_sha256
 from difftrain.errors import DataError
+from difftrain.io import read_tensors, tensor_bytes
 from difftrain.labels import CLASS_X, is_x
 from difftrain.params import PairsParams
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: safetensors with the strategy and labels hash as metadata
+INDEX_PATH = "data/pairs/index.safetensors"
+MAX_INDEX_BYTES = 2**30  # a larger index means an epoch count no one trains for (e.g. a typo)
+FRACTION_RTOL = 0.1  # refuse a pairs.fraction whose achievable coverage is further off than this
 
 
 @dataclass(frozen=True)
@@ -54,18 +58,25 @@ class PairIndex:
         order, offsets = (self.x_order, self.x_offsets) if cls == CLASS_X else (self.y_order, self.y_offsets)
         return order[offsets[b]:offsets[b + 1]]
 
-    def to_dict(self) -> dict:
-        return {"format_version": FORMAT_VERSION, "strategy": self.strategy,
-                "labels_sha256": self.labels_sha256, "x_order": self.x_order,
-                "x_offsets": self.x_offsets, "y_order": self.y_order,
-                "y_offsets": self.y_offsets, "rounds": self.rounds}
+    TENSORS = ("x_order", "x_offsets", "y_order", "y_offsets", "rounds")
+
+    def to_bytes(self) -> bytes:
+        """The index as a safetensors file (identical indices give identical bytes)."""
+        return tensor_bytes({k: getattr(self, k) for k in self.TENSORS},
+                            {"format_version": str(FORMAT_VERSION), "strategy": self.strategy,
+                             "labels_sha256": self.labels_sha256})
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PairIndex":
-        if d.get("format_version") != FORMAT_VERSION:
-            raise DataError(f"pair index format {d.get('format_version')!r} is not "
-                            f"{FORMAT_VERSION}; rebuild it with the pairs stage")
-        return cls(**{k: v for k, v in d.items() if k != "format_version"})
+    def from_parts(cls, tensors: dict, metadata: dict, path: str | Path) -> "PairIndex":
+        if metadata.get("format_version") != str(FORMAT_VERSION):
+            raise DataError(f"{path}: pair index format {metadata.get('format_version')!r} is not "
+                            f"{FORMAT_VERSION}; rebuild it with the pairs stage (dvc repro pairs)")
+        missing = [k for k in cls.TENSORS if k not in tensors]
+        if missing or "labels_sha256" not in metadata:
+            raise DataError(f"{path}: not a pair index (missing {missing or 'labels_sha256'}); "
+                            f"the pairs stage writes it (dvc repro pairs)")
+        return cls(**{k: tensors[k] for k in cls.TENSORS}, strategy=metadata.get("strategy", ""),
+                   labels_sha256=metadata["labels_sha256"])
 
     def coverage(self) -> dict:
         """Pairs covered over all epochs (distinct), and per-image coverage as a fraction."""
@@ -91,9 +102,14 @@ def _partition(members: torch.Tensor, k: int, generator: torch.Generator):
     return order, torch.cat([torch.zeros(1, dtype=torch.int64), sizes.cumsum(0)])
 
 
-def n_rounds_needed(fraction: float, n_blocks: int) -> int:
+def n_blocks(n_x: int, n_y: int, block_size: int) -> int:
+    """Blocks per class: about ``block_size`` images each, at least one image of each class."""
+    return min(max(1, round((n_x + n_y) / 2 / block_size)), n_x, n_y)
+
+
+def n_rounds_needed(fraction: float, blocks: int) -> int:
     """Distinct diagonals needed to cover ``fraction`` of all block pairs (at least one)."""
-    return max(1, round(fraction * n_blocks))
+    return max(1, round(fraction * blocks))
 
 
 def build(labels: torch.Tensor, params: PairsParams, epochs: int) -> PairIndex:
@@ -106,9 +122,21 @@ def build(labels: torch.Tensor, params: PairsParams, epochs: int) -> PairIndex:
     if params.block_size > smaller:
         raise DataError(f"pairs.block_size is {params.block_size}, but the smaller training class "
                         f"has only {smaller} images; lower pairs.block_size")
-    k = max(1, round((len(x) + len(y)) / 2 / params.block_size))
-    k = min(k, smaller)  # every block needs at least one image of each class
+    k = n_blocks(len(x), len(y), params.block_size)
+    size = 16 * epochs * k  # the rounds: (epochs, k, 2) int64
+    if size > MAX_INDEX_BYTES:
+        raise DataError(f"train.epochs={epochs} needs a pair index of about {size / 2**30:.3g} GiB "
+                        f"({epochs} epochs x {k} block pairs x 16 bytes; at most "
+                        f"{MAX_INDEX_BYTES / 2**30:g} GiB); lower train.epochs")
     diagonals = n_rounds_needed(params.fraction, k)
+    achieved = diagonals / k
+    if abs(achieved - params.fraction) > FRACTION_RTOL * params.fraction:
+        lower = max(1, int(params.fraction * k)) / k
+        raise DataError(
+            f"pairs.fraction={params.fraction:g} cannot be met with {k} blocks per class "
+            f"(pairs.block_size={params.block_size}): it would cover {achieved:.3g}; achievable "
+            f"fractions are multiples of 1/{k}, the nearest {lower:.3g} and "
+            f"{min(1.0, lower + 1 / k):.3g}; use one of those or change pairs.block_size")
     if diagonals > epochs:
         raise DataError(
             f"pairs.fraction={params.fraction} needs {diagonals} epochs (one block diagonal per "
@@ -129,27 +157,21 @@ def build(labels: torch.Tensor, params: PairsParams, epochs: int) -> PairIndex:
                      params.strategy, tensor_sha256(labels))
 
 
-def load(path: str | Path) -> PairIndex:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: pair index not found; run the pairs stage (dvc repro)")
-    try:
-        raw = torch.load(path, weights_only=True)
-    except Exception as exc:
-        raise DataError(f"{path}: not a pair index ({exc})") from None
-    return PairIndex.from_dict(raw)
+def load(path: str | Path = INDEX_PATH) -> PairIndex:
+    tensors, metadata = read_tensors(path, "pair index")
+    return PairIndex.from_parts(tensors, metadata, path)
 
 
 def check(index: PairIndex | None, labels: torch.Tensor, epochs: int, loss: str) -> None:
     """Refuse a pair index that is missing or was built for other data or another epoch count."""
     if index is None:
-        raise DataError(f"loss {loss!r} needs the pair index (data/pairs/index.pt); "
+        raise DataError(f"loss {loss!r} needs the pair index (data/pairs/index.safetensors); "
                         f"run the pairs stage")
     if index.labels_sha256 != tensor_sha256(labels):
-        raise DataError("data/pairs/index.pt was built for other training data; rerun the "
+        raise DataError("data/pairs/index.safetensors was built for other training data; rerun the "
                         "pairs stage (dvc repro)")
     if index.epochs != epochs:
-        raise DataError(f"data/pairs/index.pt holds {index.epochs} epochs but train.epochs is "
+        raise DataError(f"data/pairs/index.safetensors holds {index.epochs} epochs but train.epochs is "
                         f"{epochs}; rerun the pairs stage (dvc repro)")
     if len(index.x_order) + len(index.y_order) != len(labels):
-        raise DataError("data/pairs/index.pt does not cover the training split; rerun pairs")
+        raise DataError("data/pairs/index.safetensors does not cover the training split; rerun pairs")

@@ -33,14 +33,17 @@ CIFAR10_CLASSES = (
 
 LOSSES = tuple(OBJECTIVES)  # the training objectives' names, from their one definition
 
+FLOAT32_MAX = 3.4e38
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
-Seed = Annotated[int, Field(ge=0)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's seeds are 32-bit
 
 
 class _Section(BaseModel):
     # strict: "0.1" is not a float, 1.0 is not an int; forbid: unknown keys are typos.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan=False: every float must be finite (an infinite radius or step size would
+    # run, then write numbers JSON cannot hold)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class DataParams(_Section):
@@ -84,7 +87,7 @@ class AdversarialParams(_Section):
 
 class TrainParams(_Section):
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: Annotated[float, Field(gt=0.0)] = 0.01
+    lr: Annotated[float, Field(gt=0.0, lt=FLOAT32_MAX)] = 0.01  # the optimisers compute in float32
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     epochs: PositiveInt = 30
@@ -274,7 +277,18 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-3`` as a string; accept it as a float, as YAML 1.2 (and DVC's -S) does."""
+    """YAML 1.1 reads ``1e-3`` as a string; accept it as a float, as YAML 1.2 (and DVC's -S) does.
+    A key given twice is an error (PyYAML would keep the last silently; DVC refuses it)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -288,8 +302,21 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: parameter file not found")
+    data = path.read_bytes()
     try:
-        raw = yaml.load(path.read_text(), Loader=_Loader)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ParamsError(f"{path}: line {line}: not UTF-8 text (byte "
+                          f"0x{data[exc.start]:02x}); save the file as UTF-8") from None
+    try:
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
-    return parse_params(raw or {}, str(path))
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}:" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ParamsError(f"{path}:{where} not valid YAML: {problem}") from None
+    if raw is None:
+        raise ParamsError(f"{path}: the file is empty; it must hold the pipeline's parameters "
+                          f"(restore it with `git checkout {path}`)")
+    return parse_params(raw, str(path))

@@ -18,6 +18,7 @@ import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
 from difftrain.errors import DataError  # noqa: E402
+from difftrain.io import written_by  # noqa: E402
 from difftrain.keys import eps_key  # noqa: E402
 from difftrain.labels import is_x  # noqa: E402
 
@@ -25,15 +26,19 @@ SPLIT_STYLE = {"train": "-", "test": "--"}
 
 
 def read_table(path: str | Path, columns: list[str], sep: str = ",") -> pd.DataFrame:
-    """A CSV (or TSV) with at least ``columns``; a clear error naming the file and what is missing."""
+    """A CSV (or TSV) with at least ``columns``; a clear error naming the file, what is wrong
+    and the stage that writes it."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: plot table not found; run the stage that writes it (dvc repro)")
-    table = pd.read_csv(path, sep=sep)
+        raise DataError(f"{path}: plot table not found{written_by(path)}")
+    try:
+        table = pd.read_csv(path, sep=sep)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable table ({exc}){written_by(path)}") from None
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; has "
-                        f"{', '.join(table.columns)}")
+                        f"{', '.join(table.columns)}{written_by(path)}")
     return table
 
 
@@ -41,8 +46,10 @@ def read_tables(paths, columns: list[str]) -> pd.DataFrame:
     return pd.concat([read_table(p, columns) for p in paths], ignore_index=True)
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """Lay out, write (creating the folder) and close a figure."""
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -72,7 +79,7 @@ def accuracy_curves(table: pd.DataFrame, path: Path, title: str, xlabel: str) ->
     ax.set(xlabel=xlabel, ylabel="robust accuracy", ylim=(-0.02, 1.02), title=title)
     symlog_eps(ax, table["eps"])
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def pca_curve(table: pd.DataFrame, path: Path, title: str) -> None:
@@ -81,7 +88,7 @@ def pca_curve(table: pd.DataFrame, path: Path, title: str) -> None:
                  ax=ax)
     ax.set(xlabel="number of principal components of phi (of 84)",
            ylabel="cumulative explained variance", ylim=(0, 1.02), title=title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def margin_histogram(table: pd.DataFrame, path: Path, title: str) -> None:
@@ -91,7 +98,7 @@ def margin_histogram(table: pd.DataFrame, path: Path, title: str) -> None:
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set(xlabel="feature-space margin y (w.phi + b) / ||w||  (negative: misclassified)",
            title=title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def training_curves(table: pd.DataFrame, path: Path, title: str) -> None:
@@ -105,7 +112,7 @@ def training_curves(table: pd.DataFrame, path: Path, title: str) -> None:
     sns.lineplot(data=long, x="epoch", y="accuracy", style="split", ax=right)
     right.set(xlabel="epoch", ylabel="clean accuracy")
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def read_training_log(folder: str | Path) -> pd.DataFrame:
@@ -177,7 +184,7 @@ def fig1_lines(path: Path, points: torch.Tensor, labels: torch.Tensor, lines: di
     ax.set(xlim=(float(lo[0]), float(hi[0])), ylim=(float(lo[1]), float(hi[1])), aspect="equal",
            title=title, xlabel="x1", ylabel="x2")
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def theorem2_angles(path: Path, angles: pd.DataFrame) -> None:
@@ -186,7 +193,7 @@ def theorem2_angles(path: Path, angles: pd.DataFrame) -> None:
     sns.lineplot(data=angles, x="iteration", y="angle_degrees", hue="method", ax=ax)
     ax.set(xscale="log", yscale="log", xlabel="gradient-descent iteration",
            ylabel="angle to the limit direction (degrees)", title="Theorem 2")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def remark1_ratios(path: Path, sweep: pd.DataFrame, ambient_dim: int) -> None:
@@ -199,7 +206,7 @@ def remark1_ratios(path: Path, sweep: pd.DataFrame, ambient_dim: int) -> None:
                  marker="o", ax=ax, palette="viridis")
     ax.set(xscale="symlog", xlabel=f"offset from the origin (d = {ambient_dim})",
            ylabel="margin / optimal margin", title="Remark 1")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def fig3_regions(path: Path, points: torch.Tensor, labels: torch.Tensor, grids: dict,
@@ -213,4 +220,4 @@ def fig3_regions(path: Path, points: torch.Tensor, labels: torch.Tensor, grids: 
         ax.scatter(*points[~is_x(labels)].T, s=10, marker="s")
         ax.set(title=f"{loss}: min input margin {metrics[loss]['input_margin_min']:.3f}",
                xlabel="x1", ylabel="x2")
-    _save(fig, path)
+    save_figure(fig, path)

@@ -29,6 +29,7 @@ import pandas as pd  # noqa: E402
 import dvc.api  # noqa: E402
 from difftrain.errors import DataError  # noqa: E402
 from difftrain.keys import eps_key  # noqa: E402
+from difftrain.plots import save_figure  # noqa: E402
 
 GROUP = ["loss", "adversarial_eps", "epochs"]
 # study column -> summary.json key ({tag}: the headline epsilon's key suffix)
@@ -130,10 +131,7 @@ def draw(summary: pd.DataFrame, out: Path, headline_eps: float) -> None:
     axes.flat[0].legend(fontsize=8)
     fig.suptitle("The study: solid = worst case over all attacks, dashed = the paper's attack; "
                  "bars span the seeds")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> None:
