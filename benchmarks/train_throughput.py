@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from difftrain import pairs
 from difftrain.data import Split, load_split, to_float
+from difftrain.labels import is_x
 from difftrain.model import Net
 from difftrain.objectives import OBJECTIVES
 from difftrain.params import parse_params
@@ -69,8 +70,10 @@ def main():
     images, labels = split.images.to(device), split.labels.to(device)
     rates = {}
     for loss in ("cross_entropy", "differential"):
+        n_x = int(is_x(split.labels).sum())
+        blocks = pairs.n_blocks(n_x, len(split.labels) - n_x, 64)
         params = parse_params({"loss": loss, "device": args.device,
-                               "pairs": {"fraction": 1e-6},  # one diagonal: cost is the same for any
+                               "pairs": {"fraction": 1 / blocks},  # one diagonal: any costs the same
                                "train": {"epochs": args.epochs + 1}})
         objective = OBJECTIVES[loss]
         index = pairs.build(split.labels, params.pairs, args.epochs + 1) if objective.pairwise \
