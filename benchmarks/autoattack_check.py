@@ -55,7 +55,7 @@ def main():
             adversary.apgd.n_restarts, adversary.apgd.n_iter = a.apgd.restarts, a.apgd.steps
             adversary.square.n_queries = a.square.queries
             start = time.perf_counter()
-            adv = adversary.run_standard_evaluation(x, y, batch_size=a.batch_size)
+            adv, _ = adversary.run_standard_evaluation(x, y, batch_size=a.batch_size)
             with torch.no_grad():
                 robust = float((model(adv).argmax(1) == y).double().mean())
             key = eps_key(eps)

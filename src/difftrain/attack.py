@@ -64,15 +64,17 @@ def attack_split(net: Net, split: Split, positions: torch.Tensor, params: Attack
     result = SplitAttack(name, positions, labels, clean, pgd, {}, {}, headline, evaluations,
                          seconds)
 
-    def refine(attack_name: str, attack, above: float, attack_seed: int) -> None:
+    def refine(attack_name: str, attack, above: float) -> None:
+        """Run ``attack`` downward from the worst case so far on images surviving ``above``."""
         result.refined[attack_name] = refine_down(
-            attack, images, labels, grid, result.worst.min_radius, batch, attack_seed, above,
+            attack, images, labels, grid, result.worst.min_radius, batch, seed, above,
             f"{attack_name} {name}", progress)
         spent(attack_name)
 
-    refine("apgd", APGD(model, params.apgd), 0.0, seed)
-    refine("square", Square(model, params.square), headline, seed)
-    # At the headline radius only: refine_down from just above it, one step.
+    refine("apgd", APGD(model, params.apgd), 0.0)
+    refine("square", Square(model, params.square), headline)
+    # The convergence check: twice the restarts and other random starts, at the headline radius,
+    # on the images every attack so far left standing there.
     second = APGD(model, params.apgd, restarts=2 * params.apgd.restarts)
     survivors = result.worst.min_radius > headline
     result.refined["apgd_second_pass"] = attack_at(second, images, labels, survivors, headline,
