@@ -119,3 +119,6 @@ def test_queued_grid_comparison_and_study(tmp_path):
         assert row["worst_test_mean"] == runs.loc[name, "worst_test"]
     diffed = metrics["metrics/summary.json"]["robust_test_accuracy_at_8"]
     assert runs.loc[ce, "worst_test"] == diffed["old"] and runs.loc[diff, "worst_test"] == diffed["new"]
+    for flag in ("paper_attack_overstates", "suspect_gradient_masking"):  # booleans survive too
+        diffed = metrics["metrics/summary.json"][flag]
+        assert [bool(runs.loc[ce, flag]), bool(runs.loc[diff, flag])] == [diffed["old"], diffed["new"]]

@@ -46,18 +46,20 @@ def test_a_missing_metric_is_nan_not_zero_and_the_figure_is_drawn(tmp_path):
 
 
 def test_exp_show_rows_are_read_by_column_name_with_or_without_the_file_prefix(monkeypatch):
+    # as dvc.api.exp_show gives them: numbers as floats, booleans as strings
     rows = [{"Experiment": None, "rev": "workspace"},
             {"Experiment": "exp-1", "State": "Success", "params.yaml:loss": "differential",
-             "metrics/train.json:loss": "differential", "train.epochs": 4, "seed": 0,
-             "train.adversarial.eps": 0, "plot.headline_eps_255": 8,
+             "metrics/train.json:loss": "differential", "train.epochs": 4.0, "seed": 0.0,
+             "train.adversarial.eps": 0.0, "plot.headline_eps_255": 8.0,
              "robust_test_accuracy_at_8": 0.25, "clean_test_accuracy": 0.9,
-             "paper_attack_overstates": True},
+             "paper_attack_overstates": "True", "not_converged": "False"},
             {"Experiment": "exp-2", "State": "Failed"}]
     monkeypatch.setattr(study.dvc.api, "exp_show", lambda repo, revs: rows)
     table = study.experiments()
     assert table["experiment"].tolist() == ["exp-1"]
     row = table.iloc[0]
     assert (row["loss"], row["epochs"], row["worst_test"]) == ("differential", 4, 0.25)
-    assert bool(row["paper_attack_overstates"]) and math.isnan(row["margin_ratio"])
+    assert bool(row["paper_attack_overstates"]) and not bool(row["not_converged"])
+    assert math.isnan(row["margin_ratio"])
     with pytest.raises(DataError, match="no finished difftrain experiment named nope"):
         study.experiments(names=["exp-1", "nope"])

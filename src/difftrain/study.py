@@ -78,8 +78,8 @@ def experiments(repo: str = ".", rev: str | None = None, names: list[str] | None
         for column, key in METRICS.items():
             value = _get(row, key.format(tag=tag), "metrics/summary.json")
             record[column] = float(value) if isinstance(value, (int, float)) else math.nan
-        for flag in FLAGS:
-            record[flag] = bool(_get(row, flag, "metrics/summary.json"))
+        for flag in FLAGS:  # exp_show gives booleans as the strings 'True' and 'False'
+            record[flag] = str(_get(row, flag, "metrics/summary.json")) == "True"
         out.append(record)
     if names:
         missing = sorted(set(names) - {r["experiment"] for r in out})
