@@ -6,6 +6,7 @@ from difftrain import pairs
 from difftrain.cli import run_stage
 from difftrain.data import load_split
 from difftrain.io import Outputs, ensure_writable
+from difftrain.objectives import OBJECTIVES
 from difftrain.provenance import inherited
 
 OUTPUTS = [pairs.INDEX_PATH, "metrics/pairs.json"]
@@ -14,9 +15,16 @@ OUTPUTS = [pairs.INDEX_PATH, "metrics/pairs.json"]
 def main(params):
     ensure_writable(*OUTPUTS)
     provenance = inherited()  # read first: a missing input fails before any work
+    if not OBJECTIVES[params.loss].pairwise:  # e.g. cross-entropy: no index, so no pair checks
+        with Outputs() as out:
+            out.save_bytes(pairs.not_needed(params.loss), pairs.INDEX_PATH)
+            out.save_json({"needed": False, "loss": params.loss, "provenance": provenance},
+                          "metrics/pairs.json")
+        print(f"pair index: not needed by loss {params.loss}")
+        return
     labels = load_split("data/prepared/train.safetensors").labels
     index = pairs.build(labels, params.pairs, params.train.epochs)
-    metrics = {"strategy": index.strategy, "block_size": params.pairs.block_size,
+    metrics = {"needed": True, "strategy": index.strategy, "block_size": params.pairs.block_size,
                "fraction_requested": params.pairs.fraction, **index.coverage(),
                "provenance": provenance}
     with Outputs() as out:

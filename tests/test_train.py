@@ -147,3 +147,16 @@ def test_stages_prepare_pairs_train_write_their_outputs(workdir):
     assert (live / "loss.tsv").read_text().count("\n") == 3  # header + one row per epoch
     leftovers = [p for p in workdir.rglob(".*.tmp")]
     assert leftovers == []
+
+
+def test_cross_entropy_needs_no_pair_index_so_the_pairs_stage_checks_nothing(workdir):
+    # 10 epochs cannot cover pairs.fraction 0.25 (nor 1e-9 with 4 blocks); CE must not care
+    write_params(workdir, "loss: cross_entropy\ndevice: cpu\npairs:\n  block_size: 4\n"
+                          "  fraction: 1.0e-9\ntrain:\n  epochs: 1\n  batch_size: 16\n")
+    for stage in ("prepare", "pairs", "train"):
+        result = run_stage(stage, workdir)
+        assert result.returncode == 0, result.stderr
+    assert json.loads((workdir / "metrics" / "pairs.json").read_text())["needed"] is False
+    with pytest.raises(DataError, match="was written for loss 'cross_entropy', which needs no "
+                                        "pair index; rerun the pairs stage"):
+        pairs.load(workdir / "data" / "pairs" / "index.safetensors")

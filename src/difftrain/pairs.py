@@ -157,8 +157,16 @@ def build(labels: torch.Tensor, params: PairsParams, epochs: int) -> PairIndex:
                      params.strategy, tensor_sha256(labels))
 
 
+def not_needed(loss: str) -> bytes:
+    """The pairs stage's output for an objective that reads no index: a file that says so."""
+    return tensor_bytes({}, {"format_version": str(FORMAT_VERSION), "not_needed_by": loss})
+
+
 def load(path: str | Path = INDEX_PATH) -> PairIndex:
     tensors, metadata = read_tensors(path, "pair index")
+    if "not_needed_by" in metadata:
+        raise DataError(f"{path} was written for loss {metadata['not_needed_by']!r}, which needs "
+                        f"no pair index; rerun the pairs stage (dvc repro pairs)")
     return PairIndex.from_parts(tensors, metadata, path)
 
 
