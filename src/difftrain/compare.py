@@ -38,12 +38,16 @@ def read_at(path: str, rev: str | None, repo: str = ".") -> pd.DataFrame:
 
 
 def label_of(rev: str | None, repo: str = ".") -> str:
-    """'rev (loss, optimizer)' from the revision's own params, so the legend says what it is."""
+    """'rev (loss, optimizer, epochs[, adversarial eps])' from the revision's own params, so the
+    legend says what the run is."""
     try:
         p = dvc.api.params_show(repo=repo, rev=rev)
-        return f"{rev or 'workspace'} ({p['loss']}, {p['train']['optimizer']})"
-    except Exception:
+    except Exception:  # dvc raises many types; the bare name is still a usable label
         return rev or "workspace"
+    t = p["train"]
+    eps = t.get("adversarial", {}).get("eps", 0)
+    return (f"{rev or 'workspace'} ({p['loss']}, {t['optimizer']}, {t['epochs']} epochs"
+            + (f", adversarial {eps:g}/255" if eps else "") + ")")
 
 
 def collect(revs: list[str | None], repo: str = ".") -> pd.DataFrame:
