@@ -121,9 +121,9 @@ def draw(summary: pd.DataFrame, out: Path, headline_eps: float) -> None:
             for column, style in ((metric, "-"), (dashed, "--")):
                 if column is None:
                     continue
-                mean = part[f"{column}_mean"]
-                err = [mean - part[f"{column}_min"], part[f"{column}_max"] - mean]
-                ax.errorbar(part["epochs"], mean, yerr=err, fmt="o" + style, capsize=3,
+                mean, low, high = (part[f"{column}_{s}"].to_numpy(float)
+                                   for s in ("mean", "min", "max"))
+                ax.errorbar(part["epochs"].to_numpy(), mean, yerr=[mean - low, high - mean], fmt="o" + style, capsize=3,
                             color=colours[i % len(colours)],
                             label=label if style == "-" else None)
         ax.set(title=title.format(eps=f"{headline_eps:g}"), xlabel="epochs", xscale="log")
