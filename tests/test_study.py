@@ -63,3 +63,21 @@ def test_exp_show_rows_are_read_by_column_name_with_or_without_the_file_prefix(m
     assert math.isnan(row["margin_ratio"])
     with pytest.raises(DataError, match="no finished difftrain experiment named nope"):
         study.experiments(names=["exp-1", "nope"])
+
+
+def test_the_markdown_table_shows_mean_and_seed_range_in_percent_and_counts_flags():
+    table = pd.DataFrame([
+        _row("a", "cross_entropy", 30, 0, 0.10), _row("b", "cross_entropy", 30, 1, 0.20),
+        _row("c", "cross_entropy", 30, 2, 0.60),
+        _row("d", "differential", 10, 0, 0.05, margin_ratio=math.nan),
+    ])
+    lines = study.markdown(study.aggregate(table), 8.0).splitlines()
+    assert "worst case, test, 8/255 %" in lines[0] and len(lines) == 4
+    ce = lines[2].split(" | ")  # groups sorted by loss: cross_entropy first
+    assert ce[:4] == ["| cross_entropy", "0", "30", "0 1 2"]
+    assert ce[4] == "91.0 (90.0-92.0)"            # clean accuracy, %
+    assert ce[6] == "30.0 (10.0-60.0)"            # worst case at 8/255, mean (min-max), %
+    assert lines[2].endswith("paper_attack_overstates 1/3 |")
+    diff = lines[3].split(" | ")
+    assert diff[4] == "90.0" and diff[10] == "n/a"  # one seed: no range; undefined ratio: n/a
+    assert lines[3].endswith("| none |")

@@ -7,7 +7,7 @@ draws one figure of panels against epochs: clean test accuracy; robust accuracy 
 epsilon on test and training images, the paper's attack dashed and the worst case over all
 attacks solid; penultimate-feature components for 99% of the variance; the head's margin over the
 SVM optimum; the median first-order input-space margin. The table is written beside the figure
-(CSV), one row per group.
+(CSV), one row per group, and printed as the Markdown table the README shows.
 
     python -m difftrain.study --all --out docs/figures/study.png
 """
@@ -134,6 +134,42 @@ def draw(summary: pd.DataFrame, out: Path, headline_eps: float) -> None:
     save_figure(fig, out)
 
 
+# README table: (study column, heading, scale, decimals); "{eps}" is the headline epsilon
+TABLE = [("clean_test_accuracy", "clean test %", 100, 1),
+         ("paper_test", "paper's PGD, test, {eps}/255 %", 100, 1),
+         ("worst_test", "worst case, test, {eps}/255 %", 100, 1),
+         ("paper_train", "paper's PGD, train, {eps}/255 %", 100, 1),
+         ("worst_train", "worst case, train, {eps}/255 %", 100, 1),
+         ("components_99", "PCA comps. 99%", 1, 0),
+         ("margin_ratio", "head / SVM margin", 1, 2),
+         ("first_order_margin_test", "first-order margin, test, /255", 1, 2),
+         ("gradient_l1_test", "median grad L1, test", 1, 0)]
+
+
+def markdown(summary: pd.DataFrame, headline_eps: float) -> str:
+    """The study table as Markdown: mean over seeds, (min-max) where there are several, n/a where
+    a metric is undefined (e.g. the margin ratio of non-separable features); the last column
+    counts the seeds that raised each soundness flag."""
+    def cell(row, column, scale, decimals):
+        mean, low, high = (row[f"{column}_{s}"] * scale for s in ("mean", "min", "max"))
+        if math.isnan(mean):
+            return "n/a"
+        text = f"{mean:.{decimals}f}"
+        return text + (f" ({low:.{decimals}f}-{high:.{decimals}f})" if row["n_seeds"] > 1 else "")
+
+    eps = f"{headline_eps:g}"
+    head = ["loss", "adv. eps", "epochs", "seeds",
+            *(title.format(eps=eps) for _, title, _, _ in TABLE), "flags (seeds)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for _, row in summary.iterrows():
+        flags = ", ".join(f"{flag} {int(row[flag])}/{row['n_seeds']}" for flag in FLAGS
+                          if row[flag]) or "none"
+        cells = [row["loss"], f"{row['adversarial_eps']:g}", f"{row['epochs']:g}", row["seeds"],
+                 *(cell(row, column, scale, decimals) for column, _, scale, decimals in TABLE), flags]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -154,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     draw(summary, out, float(table["headline_eps_255"].iloc[0]))
     summary.to_csv(out.with_suffix(".csv"), index=False)
+    print(markdown(summary, float(table["headline_eps_255"].iloc[0])))
     table.sort_values(["loss", "adversarial_eps", "epochs", "seed"]).to_csv(
         out.with_name(out.stem + "_runs.csv"), index=False)
     print(f"wrote {out}, {out.with_suffix('.csv')} and {out.with_name(out.stem + '_runs.csv')} "
