@@ -25,25 +25,19 @@ import torch
 
 from difftrain.autoattack_attacks import APGD
 from difftrain.data import load_splits, to_float
+from difftrain.diagnostics import input_gradients
 from difftrain.foolbox_attacks import PGD
 from difftrain.model import TwoLogits, load_checkpoint
-from difftrain.params import load_params
+from difftrain.params import PGDParams, load_params
 
 # Larger budgets for the paper's PGD, as changes to its parameters (``attack.pgd``).
-BUDGETS = {
-    "40 steps x 10 restarts": dict(restarts=10),
-    "400 steps": dict(steps=400),
-    "40 steps of eps/4": dict(rel_stepsize=0.25),
-    "100 steps of eps/4 x 5": dict(steps=100, rel_stepsize=0.25, restarts=5),
-}
+BUDGETS = [dict(restarts=10), dict(steps=400), dict(rel_stepsize=0.25),
+           dict(steps=100, rel_stepsize=0.25, restarts=5)]
 RANDOM_POINTS = 10  # random points per image in the ball for the zero-gradient share
 
 
-def zero_gradient(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Per image: is the score's input gradient exactly zero there?"""
-    images = images.clone().requires_grad_(True)
-    grad, = torch.autograd.grad(model(images).sum(), images)
-    return grad.flatten(1).abs().sum(1) == 0
+def describe(p: PGDParams) -> str:
+    return f"PGD {p.steps} steps of {p.rel_stepsize:g} eps x {p.restarts}"
 
 
 def main():
@@ -64,7 +58,7 @@ def main():
     for name, split in load_splits().items():
         rows = per_image[per_image.split == name]
         x = to_float(split.images[torch.tensor(rows.position.values)])
-        flat_here = zero_gradient(net, x).numpy()
+        flat_here = (rows.gradient_l1 == 0).to_numpy()  # the attack stage's diagnostics
         blackbox_only = np.isfinite(rows.square_min_eps_255.to_numpy())
         print(f"{name}: {len(rows)} attacked images; input gradient exactly zero at "
               f"{int(flat_here.sum())} of them; Square alone fooled {int(blackbox_only.sum())}, "
@@ -75,19 +69,25 @@ def main():
             paper = rows[[f"pgd_{loss}_min_eps_255" for loss in a.pgd.losses]].min(axis=1)
             worst = rows.worst_min_eps_255
             missed = ((paper > eps) & (worst <= eps) & (worst > 0)).to_numpy()
+            if not missed.any():
+                print(f"  {eps:g}/255: the paper's PGD missed nothing another attack found")
+                continue
             xm, ym = x[missed], torch.tensor(rows.label.values[missed])
-            counts = {"the paper's PGD": PGD(model, a.pgd, "margin")(xm, ym, eps, args.seed)}
-            for label, change in BUDGETS.items():
+            counts = {f"the paper's ({describe(a.pgd)})":
+                      PGD(model, a.pgd, "margin")(xm, ym, eps, args.seed)}
+            for change in BUDGETS:
                 budget = a.pgd.model_copy(update=change)
-                counts[f"PGD {label}"] = PGD(model, budget, "margin")(xm, ym, eps, args.seed)
-            counts["APGD-CE"] = APGD(model, a.apgd)(xm, ym, eps, args.seed)
-            flat = torch.stack([zero_gradient(net, (xm + torch.empty_like(xm).uniform_(
-                -eps / 255, eps / 255)).clamp(0, 1)) for _ in range(RANDOM_POINTS)]).double()
+                counts[describe(budget)] = PGD(model, budget, "margin")(xm, ym, eps, args.seed)
+            counts[f"APGD-CE {a.apgd.restarts} x {a.apgd.steps}"] = APGD(model, a.apgd)(
+                xm, ym, eps, args.seed)
+            flat = torch.stack([input_gradients(net, (xm + torch.empty_like(xm).uniform_(
+                -eps / 255, eps / 255)).clamp(0, 1), a.batch_size)[1] == 0
+                for _ in range(RANDOM_POINTS)]).double()
             print(f"  {eps:g}/255: {int(missed.sum())} images fooled by another attack, not by "
                   f"the paper's PGD (its margin loss, rerun with seed {args.seed}); fooled now by "
                   + "; ".join(f"{k} {int(v.sum())}" for k, v in counts.items())
-                  + f"; random points in the ball with zero gradient "
-                    f"{float(flat.mean()) if len(xm) else np.nan:.3f}", flush=True)
+                  + f"; random points in the ball with zero gradient {float(flat.mean()):.3f}",
+                  flush=True)
 
 
 if __name__ == "__main__":
