@@ -4,7 +4,7 @@ import _env  # noqa: F401  (one line, not a traceback, without the project's env
 
 import pandas as pd
 
-from difftrain.attack import attack_split
+from difftrain.attack import attack_splits
 from difftrain.cli import run_stage
 from difftrain.data import load_splits, splits_sha256
 from difftrain.io import Outputs, ensure_writable
@@ -24,13 +24,12 @@ def main(params):
     splits = load_splits()
     chosen = {name: stratified(split, getattr(a, f"n_{name}"), a.seed, f"attack.n_{name}")
               for name, split in splits.items()}
+    device = resolve_device(params.device)
     model, _ = load_checkpoint(expected_config=model_config(params),
-                               map_location=resolve_device(params.device),
                                data_sha256=splits_sha256(splits))
     seed_everything(a.seed)
     headline = params.plot.headline_eps_255
-    results = [attack_split(model, split, chosen[name], a, headline, name)
-               for name, split in splits.items()]
+    results = attack_splits(model, splits, chosen, a, headline, device)
     metrics = {r.name: r.metrics(a.overstatement_tol, a.convergence_tol, a.l2_overstatement_tol)
                for r in results}
     metrics["provenance"] = provenance

@@ -30,7 +30,7 @@ PERCENTILES = (1, 5, 25, 50)
 
 
 @torch.no_grad()
-def extract(model: Net, images: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+def extract(model: Net, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
     """phi(x) for uint8 images, batched on the model's device; float64 on the CPU."""
     model.eval()
     device = next(model.parameters()).device

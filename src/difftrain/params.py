@@ -126,6 +126,7 @@ class PGDParams(_Section):
     restarts: PositiveInt = 1
     losses: Annotated[tuple[Literal["cross_entropy", "margin"], ...],
                       BeforeValidator(_as_tuple)] = ("cross_entropy", "margin")
+    infer_identical: bool = True
 
     _grid = field_validator("epsilons", mode="after")(_epsilon_grid)
 

@@ -224,6 +224,9 @@ class SplitAttack:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per attack (not a metric)
     mechanism: dict = field(default_factory=dict)  # diagnostics.mechanism's summary
     per_image_extra: dict[str, torch.Tensor] = field(default_factory=dict)  # and its per-image values
+    # PGD loss -> True where its sweep was not run but taken from the first loss (identical steps)
+    pgd_inferred: dict[str, bool] = field(default_factory=dict)
+    pgd_peak_margin: float = math.nan  # the largest y s the first PGD loss evaluated
 
     @property
     def grid(self) -> tuple[float, ...]:
@@ -304,6 +307,8 @@ class SplitAttack:
             "soundness": self.soundness(overstatement_tol, convergence_tol, l2_tol),
             "mechanism": dict(self.mechanism),
             "gradient_evaluations": dict(self.evaluations),
+            "pgd_inferred": dict(self.pgd_inferred),
+            "pgd_peak_margin": self.pgd_peak_margin,
         }
 
     def tables(self) -> dict[str, pd.DataFrame]:
