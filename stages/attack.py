@@ -26,7 +26,8 @@ def main(params):
               for name, split in splits.items()}
     device = resolve_device(params.device)
     model, _ = load_checkpoint(expected_config=model_config(params),
-                               data_sha256=splits_sha256(splits))
+                               data_sha256=splits_sha256(splits),
+                               sample=splits["train"].images)
     seed_everything(a.seed)
     headline = params.plot.headline_eps_255
     results = attack_splits(model, splits, chosen, a, headline, device)

@@ -17,7 +17,8 @@ def main(params):
     provenance = inherited()  # read first: a missing input fails before any work
     splits = load_splits()
     model, _ = load_checkpoint(expected_config=model_config(params),
-                               data_sha256=splits_sha256(splits))
+                               data_sha256=splits_sha256(splits),
+                               sample=splits["train"].images)
     metrics, tables = features.analyse(model, splits, params.features)
     metrics["provenance"] = provenance
     with Outputs() as out:

@@ -3,7 +3,7 @@
 import _env  # noqa: F401  (one line, not a traceback, without the project's environment)
 
 from difftrain.cli import run_stage
-from difftrain.data import prepare, splits_sha256, tensor_sha256
+from difftrain.data import IMAGE_SUFFIXES, prepare, skipped_files, splits_sha256, tensor_sha256
 from difftrain.io import Outputs, ensure_writable, git_revision
 from difftrain.provenance import data_provenance
 
@@ -15,6 +15,12 @@ def main(params):
     ensure_writable(*OUTPUTS)
     source, splits = prepare(params.data)
     metrics = {"source": source, "classes": list(params.data.classes)}
+    skipped = skipped_files(params.data.root, params.data.classes)
+    if skipped:  # reported, not dropped silently (a stray .gif or notes.txt in a class folder)
+        metrics["skipped_files"] = skipped
+        print(f"prepare: skipped {sum(skipped.values())} files that are not "
+              f"{'/'.join(sorted(IMAGE_SUFFIXES))} images: "
+              f"{', '.join(f'{k} {v}' for k, v in skipped.items())}")
     for name, split in splits.items():
         metrics[name] = {"n": len(split.labels), **split.counts(params.data.classes),
                          "sha256": tensor_sha256(split.images, split.labels)}

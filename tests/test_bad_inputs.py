@@ -1,8 +1,10 @@
 """Every row of docs/bad-inputs.md: the stage fails with the documented message in one line,
 before or instead of its work, and leaves no output file behind."""
 
+import json
 import os
 import pickle
+import runpy
 import shutil
 import subprocess
 import sys
@@ -31,6 +33,7 @@ OUTPUTS = {
     "features": ["plots/features", "metrics/features.json"],
     "attack": ["plots/attack", "data/attack", "metrics/attack.json"],
     "plot": ["plots/figures", "metrics/summary.json"],
+    "fetch": [], "study": ["study.png", "study.csv", "ro"], "compare": ["compare.png", "compare.csv"],
 }
 
 
@@ -112,6 +115,86 @@ def _truncate(path: Path, keep: int) -> None:
     path.write_bytes(path.read_bytes()[:keep])
 
 
+# --- issue 25: what the project reads must mean what it says ---------------------------------
+
+def _batch(workdir: Path, change) -> None:
+    """Replace the source by pickled batches, then change data_batch_1's entry in place."""
+    shutil.rmtree(_raw(workdir))
+    folder = make_batches(_raw(workdir))
+    path = folder / "data_batch_1"
+    entry = pickle.loads(path.read_bytes())
+    change(entry)
+    path.write_bytes(pickle.dumps(entry))
+
+
+def _labels(entry: dict, value) -> None:
+    entry["labels"][0] = value
+
+
+def _fifo(path: Path) -> None:
+    if path.exists():
+        path.unlink()
+    os.mkfifo(path)
+
+
+def _batch_fifo(workdir: Path) -> None:
+    shutil.rmtree(_raw(workdir))
+    _fifo(make_batches(_raw(workdir)) / "data_batch_1")
+
+
+def _same_images(workdir: Path) -> None:
+    horse, airplane = _raw(workdir) / "train" / "horse", _raw(workdir) / "train" / "airplane"
+    shutil.rmtree(horse)
+    shutil.copytree(airplane, horse)
+
+
+def _prepared_label(workdir: Path) -> None:
+    path = workdir / "data" / "prepared" / "train.safetensors"
+    state, metadata = read_tensors(path, "split")
+    state["labels"][0] = 2
+    path.write_bytes(tensor_bytes(state, metadata))
+
+
+def _checkpoint(workdir: Path, tensors=None, metadata=None) -> None:
+    """Rewrite the checkpoint with its tensors and metadata changed by the given functions."""
+    path = workdir / "models" / "model.safetensors"
+    state, meta = read_tensors(path, "checkpoint")
+    if tensors:
+        tensors(state)
+    if metadata:
+        meta = metadata(meta)
+    path.write_bytes(tensor_bytes(state, meta))
+
+
+def _json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _csv_accuracy(path: Path, value: float) -> None:
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[1].split(",")
+    cells[header.index("accuracy")] = str(value)
+    lines[1] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _link_outside(workdir: Path, output: str) -> None:
+    outside = workdir.parent / "outside"
+    outside.mkdir()
+    target = workdir / output
+    if target.exists():
+        shutil.move(target, outside / "moved")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(outside)
+
+
+def _outside_untouched(workdir: Path) -> bool:
+    return not [p for p in (workdir.parent / "outside").rglob("*") if "moved" not in p.parts]
+
+
 SETUPS = {
     "loss-typo": lambda w: _params(w, loss="diferential"),
     "unknown-key": lambda w: _params(w, trian={"lr": 0.1}),
@@ -168,13 +251,70 @@ SETUPS = {
     "attack-metrics-truncated": lambda w: _truncate(w / "metrics" / "attack.json", 100),
     "train-metrics-empty": lambda w: _truncate(w / "metrics" / "train.json", 0),
     "no-environment": lambda w: None,
+    # issue 25: sources, artifacts and metrics checked for what they claim to be
+    "batch-float-data": lambda w: _batch(w, lambda e: e.update(data=e["data"].astype("float32") / 255)),
+    "batch-channels-last": lambda w: _batch(w, lambda e: e.update(
+        data=e["data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy())),
+    "batch-label-ten": lambda w: _batch(w, lambda e: _labels(e, 10)),
+    "batch-label-negative": lambda w: _batch(w, lambda e: _labels(e, -1)),
+    "batch-label-float": lambda w: _batch(w, lambda e: _labels(e, 7.9)),
+    "batch-label-count": lambda w: _batch(w, lambda e: e.update(labels=e["labels"][:-1])),
+    "batch-fifo": _batch_fifo,
+    "class-folder-alias": lambda w: (shutil.rmtree(_raw(w) / "train" / "horse"),
+                                     (_raw(w) / "train" / "horse").symlink_to("airplane")),
+    "class-same-images": _same_images,
+    "image-fifo": lambda w: _fifo(_raw(w) / "train" / "horse" / "0099.png"),
+    "source-fifo": lambda w: _fifo(_raw(w) / "notes.txt"),
+    "prepared-label-two": _prepared_label,
+    "model-zero-std": lambda w: _checkpoint(w, tensors=lambda s: s["std"].zero_()),
+    "model-huge-weight": lambda w: _checkpoint(w, tensors=lambda s: s["phi.9.weight"].fill_(3e38)),
+    "model-constant-scores": lambda w: _checkpoint(w, tensors=lambda s: (
+        s["phi.0.weight"].zero_(), s["phi.0.bias"].zero_())),
+    "model-metadata-not-object": lambda w: (w / "models" / "model.safetensors").write_bytes(
+        _list_metadata(w)),
+    "model-config-not-json": lambda w: _checkpoint(w, metadata=lambda m: {**m, "config": "{"}),
+    "model-config-missing": lambda w: _checkpoint(
+        w, metadata=lambda m: {k: v for k, v in m.items() if k != "config"}),
+    "metrics-accuracy-above-one": lambda w: _json(
+        w / "metrics" / "attack.json", lambda d: d["train"]["worst"]["eps8"].update(accuracy=1.7)),
+    "metrics-section-missing": lambda w: _json(w / "metrics" / "features.json",
+                                               lambda d: d.pop("optimum")),
+    "plot-table-accuracy-negative": lambda w: _csv_accuracy(
+        w / "plots" / "attack" / "worst_test.csv", -0.5),
+    "output-link-outside": lambda w: _link_outside(w, "data/prepared"),
+    "metrics-link-outside": lambda w: _link_outside(w, "metrics"),
+    "seed-sexagesimal": lambda w: _text(w, b"seed: 1:00\n"),
+    "study-out-no-suffix": lambda w: None,
+    "study-out-unsupported": lambda w: None,
+    "study-out-read-only": lambda w: _mount_tmpfs(w / "ro", "ro,size=16k"),
+    "compare-out-unsupported": lambda w: None,
+    "memory-limit": lambda w: None,
+    "warnings-as-errors": lambda w: None,
 }
 # Run by another interpreter than the project's: the base Python the environment was made from.
 INTERPRETER = {"no-environment": getattr(sys, "_base_executable", sys.executable)}
 # What must not have happened, beyond the outputs.
-AFTERWARDS = {"batch-runs-code": lambda w: not (w / "payload-ran").exists()}
+AFTERWARDS = {"batch-runs-code": lambda w: not (w / "payload-ran").exists(),
+              "output-link-outside": _outside_untouched, "metrics-link-outside": _outside_untouched}
+# Commands that are not stage scripts, and the arguments of the study and compare rows.
+COMMANDS = {"fetch": ["-m", "difftrain.fetch"], "study": ["-m", "difftrain.study", "--all"],
+            "compare": ["-m", "difftrain.compare", "a", "b"]}
+ARGS = {"study-out-no-suffix": ["--out", "study"], "study-out-unsupported": ["--out", "study.txt"],
+        "study-out-read-only": ["--out", "ro/study.png"],
+        "compare-out-unsupported": ["--out", "compare.csv"]}
+# Run under a memory limit, or with warnings turned into errors.
+PREFIX = {"memory-limit": ["prlimit", f"--as={1_500_000_000}"]}
+ENV = {"warnings-as-errors": {"PYTHONWARNINGS": "error"}}
 
 ROWS = documented_rows()
+BASE = {"fetch": "prepare", "study": "prepare", "compare": "prepare"}  # project they run in
+
+
+def _list_metadata(workdir: Path) -> bytes:
+    """The checkpoint with metadata that parses as a JSON list, not an object."""
+    state, _ = read_tensors(workdir / "models" / "model.safetensors", "checkpoint")
+    from safetensors.torch import save
+    return save(state, metadata={"difftrain": json.dumps(["not", "an", "object"])})
 
 
 @pytest.fixture(scope="module")
@@ -203,23 +343,50 @@ def test_the_table_and_the_setups_agree():
     assert set(ROWS) == set(SETUPS)
 
 
+def _in_process(command: list[str], workdir: Path, monkeypatch, capsys) -> tuple[int, str]:
+    """(exit code, stderr) of a stage script or ``-m`` module run in this interpreter: the same
+    code path as a subprocess without paying the imports again (most rows fail in milliseconds
+    once torch is loaded)."""
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(sys, "argv", [command[0] if command[0] != "-m" else command[1], *(
+        command[1:] if command[0] != "-m" else command[2:])])
+    monkeypatch.syspath_prepend(str(REPO / "stages"))
+    capsys.readouterr()
+    try:
+        if command[0] == "-m":  # run as __main__ from a fresh import, as python -m does
+            monkeypatch.delitem(sys.modules, command[1], raising=False)
+            runpy.run_module(command[1], run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(command[0], run_name="__main__")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("case", sorted(SETUPS))
-def test_bad_input_is_reported_and_nothing_is_written(case, bases, tmp_path):
+def test_bad_input_is_reported_and_nothing_is_written(case, bases, tmp_path, monkeypatch, capsys):
     stage, expected = ROWS[case]
     workdir = tmp_path / "project"
-    shutil.copytree(bases[stage], workdir, symlinks=True)
+    shutil.copytree(bases[BASE.get(stage, stage)], workdir, symlinks=True)
     before = {p for p in workdir.rglob("*") if p.is_file()}
     cleanup = SETUPS[case](workdir)
     try:
         python = INTERPRETER.get(case, sys.executable)
         if python == sys.executable and case in INTERPRETER:
             pytest.skip("not running inside a virtual environment")
-        result = subprocess.run([python, str(REPO / "stages" / f"{stage}.py")], cwd=workdir,
-                                capture_output=True, text=True)
-        assert result.returncode == 2, result.stderr
-        assert result.stderr.strip().splitlines()[-1].startswith("error: ")  # after progress bars
-        assert expected in result.stderr, result.stderr
-        for output in OUTPUTS[stage]:  # nothing new: at most an empty folder
+        command = COMMANDS.get(stage, [str(REPO / "stages" / f"{stage}.py")]) + ARGS.get(case, [])
+        if case in INTERPRETER or case in PREFIX or case in ENV:  # needs a process of its own
+            result = subprocess.run([*PREFIX.get(case, []), python, *command], cwd=workdir,
+                                    capture_output=True, text=True,
+                                    env={**os.environ, **ENV.get(case, {})})
+            code, stderr = result.returncode, result.stderr
+        else:
+            code, stderr = _in_process(command, workdir, monkeypatch, capsys)
+        assert code == 2, stderr
+        assert stderr.strip().splitlines()[-1].startswith("error: ")  # after progress bars
+        assert expected in stderr, stderr
+        for output in OUTPUTS.get(stage, []):  # nothing new: at most an empty folder
             path = workdir / output
             written = {p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()}
             assert not (written - before), (output, written - before)

@@ -115,11 +115,15 @@ def test_too_many_requested_images_names_the_parameter(image_folder):
         prepare(DataParams(root=str(image_folder), n_train_per_class=99))
 
 
-def test_prepare_stage_writes_splits_and_metrics(workdir):
+def test_prepare_stage_writes_splits_and_metrics_and_reports_skipped_files(workdir):
     write_params(workdir, "data:\n  n_train_per_class: 10\n")
+    (workdir / "data" / "raw" / "train" / "airplane" / "notes.txt").write_text("not an image")
+    (workdir / "data" / "raw" / "test" / "horse" / "0001.gif").write_bytes(b"GIF89a")
     result = run_stage("prepare", workdir)
     assert result.returncode == 0, result.stderr
+    assert "skipped 2 files that are not" in result.stdout
     metrics = json.loads((workdir / "metrics" / "prepare.json").read_text())
+    assert metrics["skipped_files"] == {"train/airplane": 1, "test/horse": 1}
     assert metrics["source"] == "image_folder"
     assert metrics["train"] == {"n": 20, "airplane": 10, "horse": 10,
                                 "sha256": metrics["train"]["sha256"]}

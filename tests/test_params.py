@@ -62,3 +62,37 @@ def test_missing_and_malformed_files_are_named(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ParamsError, match="list.yaml: expected a mapping"):
         load_params(tmp_path / "list.yaml")
+
+
+# Scalars YAML 1.1 (PyYAML) and YAML 1.2 (DVC's ruamel.yaml) read differently, and others.
+TRICKY = ["seed: 010", "seed: 1:00", "seed: 0o17", "seed: 0x1F", "train:\n  lr: 1e-3",
+          "model:\n  batchnorm: yes", "model:\n  batchnorm: on", "loss: no", "seed: 1_000",
+          "theory:\n  sweep_offsets: [0, 1:30]"]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_params_are_read_exactly_as_dvc_reads_them(text):
+    from dvc.utils.serialize import parse_yaml
+
+    from difftrain.params import read_yaml
+
+    assert read_yaml(text, "params.yaml") == parse_yaml(text, "params.yaml")
+
+
+def test_an_octal_looking_seed_is_the_number_dvc_records_and_a_clock_time_is_refused(tmp_path):
+    (tmp_path / "params.yaml").write_text("seed: 010\n")
+    assert load_params(tmp_path / "params.yaml").seed == 10  # YAML 1.1 would say 8
+    (tmp_path / "params.yaml").write_text("seed: 1:00\n")  # YAML 1.1 would say 60
+    with pytest.raises(ParamsError, match="seed input should be a valid integer; got '1:00'"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_merge_keys_dvc_accepts_are_accepted(tmp_path):
+    (tmp_path / "params.yaml").write_text(
+        "attack:\n  apgd: &budget\n    restarts: 2\n    steps: 10\n"
+        "  pgd:\n    steps: 10\n  fab:\n    <<: *budget\n")
+    with pytest.raises(ParamsError, match="attack.fab.restarts is not a known parameter"):
+        load_params(tmp_path / "params.yaml")  # merged, then checked like any other key
+    (tmp_path / "params.yaml").write_text(
+        "attack:\n  apgd: &budget\n    steps: 10\n  fab:\n    <<: *budget\n")
+    assert load_params(tmp_path / "params.yaml").attack.fab.steps == 10

@@ -21,7 +21,8 @@ import seaborn as sns
 
 import dvc.api
 from difftrain.errors import DataError
-from difftrain.plots import CURVE_LABEL, CURVE_STYLE, SPLIT_STYLE, save_figure, symlog_eps
+from difftrain.plots import (CURVE_LABEL, CURVE_STYLE, SPLIT_STYLE, check_figure_out, save_figure,
+                             symlog_eps)
 
 # panel -> (axis label, its curves: worst case first, then the paper's attack)
 PANELS = {"linf": ("Linf, /255 (Fig. 4)", ("worst", "paper_pgd")),
@@ -33,8 +34,23 @@ def read_at(path: str, rev: str | None, repo: str = ".") -> pd.DataFrame:
         with dvc.api.open(path, repo=repo, rev=rev) as f:
             return pd.read_csv(io.StringIO(f.read()))
     except Exception as exc:  # dvc raises many types for a missing rev or file
+        state = experiment_state(rev, repo) if rev else None
+        if state not in (None, "Success"):
+            raise DataError(f"experiment {rev} did not finish (state: {state}); it has no "
+                            f"results to compare (`dvc queue logs {rev}` says why)") from None
         raise DataError(f"{path} at {rev or 'workspace'}: cannot read it through DVC "
                         f"({type(exc).__name__}: {exc})") from None
+
+
+def experiment_state(name: str, repo: str = ".") -> str | None:
+    """An experiment's state as `dvc exp show` gives it (Success, Failed, Queued, Running), or
+    None when no experiment has that name."""
+    try:
+        rows = dvc.api.exp_show(repo=repo)
+    except Exception:  # dvc raises many types; the caller reports its own error then
+        return None
+    return next((row.get("State") or "Success" for row in rows if row.get("Experiment") == name),
+                None)
 
 
 def label_of(rev: str | None, repo: str = ".") -> str:
@@ -90,14 +106,22 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     revs = [None if r == "workspace" else r for r in args.revs]
     try:
+        check_figure_out(Path(args.out))
         table = collect(revs, args.repo)
         labels = {json.loads(dvc.api.read("metrics/prepare.json", repo=args.repo, rev=rev))
                   ["provenance"]["data_label"] for rev in revs}
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    draw(table, Path(args.out), " / ".join(sorted(labels)))
-    table.to_csv(Path(args.out).with_suffix(".csv"), index=False)
+    written = []
+    try:
+        draw(table, Path(args.out), " / ".join(sorted(labels)))
+        written.append(args.out)
+        table.to_csv(Path(args.out).with_suffix(".csv"), index=False)
+    except OSError as exc:
+        print(f"error: {exc.filename or args.out}: {exc.strerror}; written before it failed: "
+              f"{', '.join(map(str, written)) or 'nothing'}", file=sys.stderr)
+        sys.exit(2)
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.csv')}")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,14 @@ class Split:
                             f"{tuple(self.images.shape)}")
         if len(self.images) != n or len(self.index) != n:
             raise DataError("images, labels and index must have the same length")
+        if self.labels.dtype != torch.int64 or self.index.dtype != torch.int64:
+            raise DataError(f"labels and index must be int64; got {self.labels.dtype} and "
+                            f"{self.index.dtype}")
+        bad = (self.labels != 0) & (self.labels != 1)
+        if bad.any():
+            raise DataError(f"labels must be 0 (class x) or 1 (class y); got "
+                            f"{sorted(set(self.labels[bad].tolist()))[:5]} at "
+                            f"{int(bad.sum())} positions")
 
     def to_dict(self) -> dict:
         return {"images": self.images, "labels": self.labels, "index": self.index}
@@ -102,6 +111,53 @@ class _BatchUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def _regular_file(path: Path, what: str) -> None:
+    """Refuse what is not a regular file (after links) before opening it: reading a FIFO or a
+    device would block or never end."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise DataError(f"{path}: missing {what} ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode)
+                or stat.S_ISBLK(mode) else "not a regular file")
+        raise DataError(f"{path}: is {kind}, where a regular file ({what}) was expected; it "
+                        f"was not read")
+
+
+def _batch_arrays(entry, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(data (N, 3, 32, 32) uint8, labels (N,) int64) of one batch, checked field by field: a
+    wrong dtype or layout would otherwise be read as scrambled images (floats cast to 0 or 1, an
+    (N, 32, 32, 3) array reshaped as channels first) and bad labels would vanish or be truncated."""
+    if not isinstance(entry, dict) or "data" not in entry or "labels" not in entry:
+        raise DataError(f"{path}: not a CIFAR-10 batch file (expected a dict with 'data' and "
+                        f"'labels'; got {type(entry).__name__}"
+                        f"{' with keys ' + ', '.join(map(repr, entry)) if isinstance(entry, dict) else ''})")
+    data = entry["data"]
+    if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
+            or data.shape[1] != 3 * 32 * 32):
+        got = (f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
+               else type(data).__name__)
+        raise DataError(f"{path}: field 'data' must be a uint8 array of shape (N, 3072), each row "
+                        f"1024 red, then green, then blue values; got {got}")
+    labels = entry["labels"]
+    array = np.asarray(labels) if isinstance(labels, (list, tuple, np.ndarray)) else None
+    if array is None or array.ndim != 1 or array.dtype.kind not in "iu":
+        got = (f"{array.dtype} values" if array is not None and array.ndim == 1
+               else type(labels).__name__)
+        raise DataError(f"{path}: field 'labels' must be a list of integer class indices 0-9; "
+                        f"got {got}")
+    bad = np.flatnonzero((array < 0) | (array > 9))
+    if len(bad):
+        raise DataError(f"{path}: field 'labels' holds {len(bad)} values outside 0-9, e.g. "
+                        f"{array[bad[0]]} at position {bad[0]}")
+    if len(array) != len(data):
+        raise DataError(f"{path}: field 'labels' holds {len(array)} labels for {len(data)} images "
+                        f"in 'data'")
+    return data.reshape(-1, 3, 32, 32), array.astype(np.int64)
+
+
 def _read_batches(root: Path, split: str, classes) -> tuple[dict, dict]:
     """All images of ``classes`` in one split of the pickled batches, per class, in order, and
     each image's name (``<batch file>#<position>``)."""
@@ -109,20 +165,20 @@ def _read_batches(root: Path, split: str, classes) -> tuple[dict, dict]:
     data, labels, names = [], [], []
     for name in _PICKLES[split]:
         path = batches / name
-        if not path.is_file():
+        if not path.exists():
             raise DataError(f"{path}: missing CIFAR-10 batch file for split {split!r}")
+        _regular_file(path, "CIFAR-10 batch file")
         try:
             with open(path, "rb") as f:
                 entry = _BatchUnpickler(f, path).load()
-            data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.append(np.asarray(entry["labels"], dtype=np.int64))
         except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError,
                 AttributeError, IndexError) as exc:
             raise DataError(f"{path}: not a CIFAR-10 batch file ({type(exc).__name__}: {exc})") from None
-        names.extend(f"{path}#{i}" for i in range(len(data[-1])))
+        batch_data, batch_labels = _batch_arrays(entry, path)
+        data.append(batch_data)
+        labels.append(batch_labels)
+        names.extend(f"{path}#{i}" for i in range(len(batch_data)))
     data, labels, names = np.concatenate(data), np.concatenate(labels), np.array(names)
-    if len(data) != len(labels):
-        raise DataError(f"{batches}: {split} images and labels differ in count")
     keep = {name: labels == CIFAR10_CLASSES.index(name) for name in classes}
     return ({name: torch.from_numpy(data[mask].copy()) for name, mask in keep.items()},
             {name: names[mask].tolist() for name, mask in keep.items()})
@@ -141,21 +197,54 @@ def _decode(path: Path) -> np.ndarray:
     return array
 
 
-def _read_image_folder(root: Path, split: str, classes) -> tuple[dict, dict]:
-    """All images of ``classes`` in ``root/split/<class>/``, sorted by file name, and their paths."""
-    images, names = {}, {}
+def _class_files(root: Path, split: str, classes) -> tuple[dict[str, list[Path]], dict[str, int]]:
+    """({class: its image files, sorted by name}, {class folder: files skipped}) for one split.
+
+    Checked before any image is decoded: each class has its own folder (two class names that
+    resolve to one folder would train the same images under both labels), every image is a
+    regular file (a FIFO would block the read forever). Files of another type are skipped and
+    counted, so the prepare stage reports them instead of dropping them silently."""
+    files, skipped, resolved = {}, {}, {}
     for name in classes:
         folder = root / split / name
         if not folder.is_dir():
             raise DataError(f"{folder}: missing folder for class {name!r} in split {split!r}")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
+        target = folder.resolve()
+        for other, other_target in resolved.items():
+            if target == other_target:
+                raise DataError(f"{folder}: resolves to the same folder as class {other!r} "
+                                f"({target}); each class needs its own images")
+        resolved[name] = target
+        entries = sorted(folder.iterdir())
+        files[name] = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+        for path in files[name]:
+            _regular_file(path, "image")
+        if not files[name]:
             raise DataError(f"{folder}: no images (expected files ending in "
                             f"{', '.join(sorted(IMAGE_SUFFIXES))})")
-        arrays = np.stack([_decode(p) for p in files])  # (N, 32, 32, 3); ~0.2 ms an image
+        others = len(entries) - len(files[name])
+        if others:
+            skipped[f"{split}/{name}"] = others
+    return files, skipped
+
+
+def _read_image_folder(root: Path, split: str, classes) -> tuple[dict, dict]:
+    """All images of ``classes`` in ``root/split/<class>/``, sorted by file name, and their paths."""
+    files, _ = _class_files(root, split, classes)
+    images, names = {}, {}
+    for name, paths in files.items():
+        arrays = np.stack([_decode(p) for p in paths])  # (N, 32, 32, 3); ~0.2 ms an image
         images[name] = torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
-        names[name] = [str(p) for p in files]
+        names[name] = [str(p) for p in paths]
     return images, names
+
+
+def skipped_files(root: str | Path, classes) -> dict[str, int]:
+    """{'<split>/<class>': files there that are not images of a supported type}, image folders
+    only (a pickled-batch source has no other files to skip)."""
+    if detect_source(root) != "image_folder":
+        return {}
+    return {k: v for split in SPLITS for k, v in _class_files(Path(root), split, classes)[1].items()}
 
 
 def read_source(root: str | Path, classes, split: str) -> tuple[str, dict, dict]:
@@ -186,6 +275,19 @@ def check_no_leak(train: dict, test: dict, train_names: dict, test_names: dict) 
                         f"and {a}; the splits must not share images (is test/ a link to train/?)")
 
 
+def check_classes_differ(per_class: dict[str, torch.Tensor], names: dict[str, list[str]],
+                         split: str) -> None:
+    """Refuse images that appear, byte for byte, in both classes of a split: they would be
+    trained (and tested) under both labels (e.g. one class folder copied from the other)."""
+    x, y = list(per_class)
+    shared, i, j = np.intersect1d(_rows({x: per_class[x]}), _rows({y: per_class[y]}),
+                                  return_indices=True)
+    if len(shared):
+        raise DataError(f"{len(shared)} {split} images of class {x!r} are identical to images of "
+                        f"class {y!r}, e.g. {names[x][i[0]]} and {names[y][j[0]]}; each image "
+                        f"must belong to one class")
+
+
 def subsample(per_class: dict[str, torch.Tensor], classes, n: int | None, seed: int,
               what: str) -> Split:
     """Keep ``n`` images per class (all if None), chosen by ``seed``, in source order."""
@@ -210,6 +312,8 @@ def prepare(params: DataParams) -> tuple[str, dict[str, Split]]:
     read = {split: read_source(params.root, params.classes, split) for split in SPLITS}
     source = read["train"][0]
     check_no_leak(read["train"][1], read["test"][1], read["train"][2], read["test"][2])
+    for split in SPLITS:
+        check_classes_differ(read[split][1], read[split][2], split)
     splits = {}
     for split, n in (("train", params.n_train_per_class), ("test", params.n_test_per_class)):
         # The two splits draw from independent streams, so changing one n leaves the other alone.

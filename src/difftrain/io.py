@@ -72,14 +72,38 @@ def _umask() -> int:
     return mask
 
 
+def inside_project(final: str | Path, root: str | Path = ".") -> None:
+    """Refuse an output whose path passes through a link to somewhere outside the project
+    (``root``, where DVC runs the stage): the stage would write through it, and DVC would then
+    cache the outside folder's other files as the output."""
+    root = Path(root).resolve()
+    path = Path(final)
+    parts = [] if path.is_absolute() else list(path.parts)
+    for i in range(len(parts)):
+        current = Path(*parts[:i + 1])
+        if current.is_symlink():
+            target = (root / current).resolve()
+            if target != root and root not in target.parents:
+                raise DifftrainError(f"{current}: is a link to {target}, outside the project; the "
+                                     f"stage will not write {final} through it (remove the link, "
+                                     f"`dvc repro` recreates the output)")
+
+
+def writable_folder(final: str | Path) -> None:
+    """Fail now, naming the folder, if ``final`` could not be written."""
+    folder = Path(final).parent
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise DifftrainError(f"{existing}: cannot write there (needed for {final}); make it a "
+                             f"writable folder first")
+
+
 def ensure_writable(*finals: str | Path) -> None:
-    """Fail now, naming the folder, if an output could not be written at the end of the stage."""
+    """Fail now, naming the folder, if a stage's output could not be written at its end, or
+    would be written outside the project through a link (``inside_project``)."""
     for final in finals:
-        folder = Path(final).parent
-        existing = next(p for p in (folder, *folder.parents) if p.exists())
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            raise DifftrainError(f"{existing}: cannot write there (needed for {final}); make it a "
-                                 f"writable folder before running the stage")
+        inside_project(final)
+        writable_folder(final)
 
 
 def strict_json(obj, where: str = "", found: list | None = None):
@@ -148,6 +172,31 @@ def read_json(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}{written_by(path)}")
     return data
+
+
+def field(doc: dict, dotted: str, source: str | Path):
+    """``doc["a"]["b"]`` for ``"a.b"``; a missing section or key names the file and the key."""
+    node = doc
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise DataError(f"{source}: has no {dotted}{written_by(source)}")
+        node = node[part]
+    return node
+
+
+def is_accuracy(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and 0 <= value <= 1)
+
+
+def accuracy_field(doc: dict, dotted: str, source: str | Path) -> float:
+    """``field`` for an accuracy: a share of images, so a number in [0, 1], or an error naming
+    the file and the key (a value outside it is a damaged or hand-edited file)."""
+    value = field(doc, dotted, source)
+    if not is_accuracy(value):
+        raise DataError(f"{source}: {dotted} must be an accuracy in [0, 1]; got {value!r}"
+                        f"{written_by(source)}")
+    return float(value)
 
 
 def write_bytes(path: Path, data: bytes, final: Path) -> None:

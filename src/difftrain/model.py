@@ -138,20 +138,23 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def load_checkpoint(path: str | Path = CHECKPOINT, expected_config: dict | None = None,
                     map_location: str | torch.device = "cpu",
-                    data_sha256: str | None = None) -> tuple[Net, dict]:
+                    data_sha256: str | None = None,
+                    sample: torch.Tensor | None = None) -> tuple[Net, dict]:
     """(model in eval mode, config) from a checkpoint, refusing one that would mix runs.
 
     Refused: a file from other parameters (``expected_config``, e.g. the current params.yaml's
     ``loss``, ``model``, ``train``, ``data``), one trained on other data than the prepared data
     (``data_sha256``, e.g. after the source changed and stages were run by hand), and one whose
-    weights are not all finite (a diverged or damaged model would give meaningless metrics).
+    weights are not all finite (a diverged or damaged model would give meaningless metrics),
+    and, given ``sample`` images, one whose scores on them are not finite or do not vary
+    (``check_scores``).
     """
     state, metadata = read_tensors(path, "difftrain checkpoint", CheckpointError)
-    if metadata.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a difftrain checkpoint (format "
-                              f"{metadata.get('format')!r}, expected {CHECKPOINT_FORMAT!r})"
-                              f"{written_by(path)}")
-    config = json.loads(metadata["config"])
+    if not isinstance(metadata, dict) or metadata.get("format") != CHECKPOINT_FORMAT:
+        found = metadata.get("format") if isinstance(metadata, dict) else metadata
+        raise CheckpointError(f"{path}: not a difftrain checkpoint (format {found!r}, expected "
+                              f"{CHECKPOINT_FORMAT!r}){written_by(path)}")
+    config = _config(metadata, path)
     if expected_config is not None:
         have, want = _flatten(config), _flatten(expected_config)
         diff = sorted(k for k in want if have.get(k) != want[k])
@@ -168,9 +171,56 @@ def load_checkpoint(path: str | Path = CHECKPOINT, expected_config: dict | None 
     if bad:
         raise CheckpointError(f"{path}: non-finite weights in {', '.join(bad)}; the model diverged "
                               f"or the file is damaged; rerun the train stage (dvc repro train)")
+    if "std" in state and not (state["std"] > 0).all():
+        raise CheckpointError(f"{path}: the input standardisation 'std' must be positive; got "
+                              f"{state['std'].flatten().tolist()}; the file is damaged; rerun the "
+                              f"train stage (dvc repro train)")
     model = Net(batchnorm=config["model"]["batchnorm"])
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the network ({exc})") from None
-    return model.to(map_location).eval(), config
+    model = model.to(map_location).eval()
+    if sample is not None:
+        check_scores(model, sample, path)
+    return model, config
+
+
+def _config(metadata: dict, path) -> dict:
+    """The checkpoint's parameter record, or one line naming the file when it is damaged."""
+    try:
+        config = json.loads(metadata["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: damaged metadata: 'config' is missing or not JSON "
+                              f"({type(exc).__name__}){written_by(path)}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict) \
+            or not isinstance(config["model"].get("batchnorm"), bool):
+        raise CheckpointError(f"{path}: damaged metadata: 'config' must be an object holding "
+                              f"model.batchnorm; got {str(config)[:80]!r}{written_by(path)}")
+    return config
+
+
+SCORE_SAMPLE = 256  # images whose scores check a loaded model
+
+
+@torch.no_grad()
+def check_scores(model: Net, images: torch.Tensor, path) -> None:
+    """Refuse a model whose scores on real images are not finite or do not vary.
+
+    Finite weights are not enough: a 3e38 weight overflows and a zero ``std`` divides by zero,
+    and a model whose score is the same for every image would still get accuracies and "robust"
+    accuracies (0.500 at every radius) that mean nothing."""
+    from difftrain.data import to_float
+
+    device = next(model.parameters()).device
+    scores = model(to_float(images[:SCORE_SAMPLE]).to(device))
+    if not torch.isfinite(scores).all():
+        example = scores[~torch.isfinite(scores)][0].item()
+        raise CheckpointError(f"{path}: the model's scores on the prepared training images are "
+                              f"not finite (e.g. {example}): an overflowing weight or a damaged "
+                              f"file; rerun the train stage (dvc repro train)")
+    if len(scores) > 1 and scores.max() == scores.min():
+        raise CheckpointError(f"{path}: the model gives every one of {len(scores)} prepared "
+                              f"training images the same score ({scores[0].item():.6g}), so no "
+                              f"accuracy measured on it means anything; rerun the train stage "
+                              f"(dvc repro train)")

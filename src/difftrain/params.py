@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
-import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
                       field_validator, model_validator)
 
@@ -277,26 +276,27 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
         raise ParamsError(format_validation_error(exc, source)) from None
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-3`` as a string; accept it as a float, as YAML 1.2 (and DVC's -S) does.
-    A key given twice is an error (PyYAML would keep the last silently; DVC refuses it)."""
+def read_yaml(text: str, source: str):
+    """YAML read exactly as DVC reads params.yaml: ruamel.yaml's safe loader, YAML 1.2.
 
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+    So ``seed: 010`` is 10 and ``seed: 1:00`` the string '1:00' here as in ``dvc params diff``,
+    ``dvc exp show`` and the study (PyYAML's YAML 1.1 would read 8 and 60: a run would record one
+    value in DVC and use another). A key given twice is an error, as in DVC; merge keys work."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.constructor import DuplicateKeyError
+    from ruamel.yaml.error import YAMLError
 
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
+    try:
+        return YAML(typ="safe").load(text)
+    except DuplicateKeyError as exc:
+        key = re.search(r'duplicate key "([^"]*)"', str(exc.problem))
+        raise ParamsError(f"{source}: line {exc.problem_mark.line + 1}: not valid YAML: duplicate "
+                          f"key {key.group(1) if key else '?'!r}") from None
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}:" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ParamsError(f"{source}:{where} not valid YAML: {problem}") from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -310,13 +310,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         line = data[:exc.start].count(b"\n") + 1
         raise ParamsError(f"{path}: line {line}: not UTF-8 text (byte "
                           f"0x{data[exc.start]:02x}); save the file as UTF-8") from None
-    try:
-        raw = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}:" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ParamsError(f"{path}:{where} not valid YAML: {problem}") from None
+    raw = read_yaml(text, str(path))
     if raw is None:
         raise ParamsError(f"{path}: the file is empty; it must hold the pipeline's parameters "
                           f"(restore it with `git checkout {path}`)")

@@ -17,8 +17,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
-from difftrain.errors import DataError  # noqa: E402
-from difftrain.io import written_by  # noqa: E402
+from difftrain.errors import DataError, DifftrainError  # noqa: E402
+from difftrain.io import accuracy_field, field, writable_folder, written_by  # noqa: E402
 from difftrain.keys import eps_key  # noqa: E402
 from difftrain.labels import is_x  # noqa: E402
 
@@ -39,11 +39,32 @@ def read_table(path: str | Path, columns: list[str], sep: str = ",") -> pd.DataF
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; has "
                         f"{', '.join(table.columns)}{written_by(path)}")
+    for column in (c for c in columns if "accuracy" in c):
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = values.isna() | (values < 0) | (values > 1)
+        if bad.any():
+            raise DataError(f"{path}: column {column} must hold accuracies in [0, 1]; got "
+                            f"{table[column][bad].iloc[0]} in row {int(bad.idxmax()) + 1}"
+                            f"{written_by(path)}")
     return table
 
 
 def read_tables(paths, columns: list[str]) -> pd.DataFrame:
     return pd.concat([read_table(p, columns) for p in paths], ignore_index=True)
+
+
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def check_figure_out(out: Path) -> None:
+    """Refuse a figure path the study or compare command cannot write, before any work."""
+    if out.suffix.lower() not in FIGURE_SUFFIXES:
+        raise DataError(f"--out {out}: the figure's name must end in "
+                        f"{', '.join(FIGURE_SUFFIXES)} (the tables are written beside it as CSV)")
+    try:
+        writable_folder(out)
+    except DifftrainError as exc:
+        raise DataError(str(exc)) from None
 
 
 def save_figure(fig, path: Path) -> None:
@@ -126,36 +147,45 @@ def read_training_log(folder: str | Path) -> pd.DataFrame:
     return merged.assign(epoch=merged["step"] + 1)
 
 
+TRAIN_JSON, FEATURES_JSON, ATTACK_JSON = ("metrics/train.json", "metrics/features.json",
+                                         "metrics/attack.json")
+
+
 def headline(train: dict, features: dict, attack: dict, eps_255: float, eps_l2: float) -> dict:
     """The numbers a CE-versus-differential comparison turns on, under flat readable keys:
     ``robust_*`` and ``l2_*`` are the worst case over all attacks (the numbers to report),
-    ``pgd_*`` and ``cw_*`` the paper's attacks alone."""
+    ``pgd_*`` and ``cw_*`` the paper's attacks alone. A missing section or key, or an accuracy
+    outside [0, 1], is refused naming the file and the key."""
     def pick(split: str, kind: str, eps: float, grid: str) -> float:
         key = eps_key(eps)
-        if key not in attack[split][kind]:
+        if key not in field(attack, f"{split}.{kind}", ATTACK_JSON):
             raise DataError(f"metrics/attack.json has no {kind} accuracy at epsilon {eps:g} "
                             f"({split}); add it to attack.{grid}.epsilons or change "
                             f"plot.headline_{'eps_255' if grid == 'pgd' else 'eps_l2'}")
-        return attack[split][kind][key]["accuracy"]
+        return accuracy_field(attack, f"{split}.{kind}.{key}.accuracy", ATTACK_JSON)
 
     def anywhere(flag: str) -> bool:
-        return any(attack[split]["soundness"][flag] for split in ("train", "test"))
+        return any(field(attack, f"{split}.soundness.{flag}", ATTACK_JSON) is True
+                   for split in ("train", "test"))
+
+    def mechanism(split: str, key: str):
+        return field(attack, f"{split}.mechanism.{key}", ATTACK_JSON)
 
     tag, tag_l2 = eps_key(eps_255).removeprefix("eps"), eps_key(eps_l2).removeprefix("eps")
     return {
-        "clean_test_accuracy": train["test_accuracy"],
-        "clean_train_accuracy": train["train_accuracy"],
+        "clean_test_accuracy": accuracy_field(train, "test_accuracy", TRAIN_JSON),
+        "clean_train_accuracy": accuracy_field(train, "train_accuracy", TRAIN_JSON),
         **{f"robust_{s}_accuracy_at_{tag}": pick(s, "worst", eps_255, "pgd") for s in SPLIT_STYLE},
         **{f"pgd_{s}_accuracy_at_{tag}": pick(s, "pgd", eps_255, "pgd") for s in SPLIT_STYLE},
         **{f"l2_{s}_accuracy_at_l2_{tag_l2}": pick(s, "l2_worst", eps_l2, "cw")
            for s in SPLIT_STYLE},
         **{f"cw_{s}_accuracy_at_l2_{tag_l2}": pick(s, "cw", eps_l2, "cw") for s in SPLIT_STYLE},
-        "l2_test_median": attack["test"]["median_l2"]["worst"],
-        "cw_test_median_l2": attack["test"]["median_l2"]["cw"],
-        "feature_components_99": features["train"]["components_99"],
-        "feature_effective_rank": features["train"]["effective_rank"],
-        "margin_ratio": features["optimum"]["margin_ratio"],
-        **{f"{name}_{split}_{suffix}": attack[split]["mechanism"][key]
+        "l2_test_median": field(attack, "test.median_l2.worst", ATTACK_JSON),
+        "cw_test_median_l2": field(attack, "test.median_l2.cw", ATTACK_JSON),
+        "feature_components_99": field(features, "train.components_99", FEATURES_JSON),
+        "feature_effective_rank": field(features, "train.effective_rank", FEATURES_JSON),
+        "margin_ratio": field(features, "optimum.margin_ratio", FEATURES_JSON),
+        **{f"{name}_{split}_{suffix}": mechanism(split, key)
            for split in SPLIT_STYLE
            for name, key, suffix in (("first_order_margin", "first_order_margin_median_255", "median"),
                                      ("gradient_l1", "gradient_l1_median", "median"),
