@@ -78,11 +78,11 @@ def test_a_stage_refuses_a_model_from_other_params(project):
 
 
 def test_queued_grid_comparison_and_study(tmp_path):
-    """The README's workflows, command by command: a queued 2 x 2 grid, DVC's comparisons, the
+    """The README's workflows, command by command: a queued grid of two, DVC's comparisons, the
     compare figure, and the study reproducing a table from the experiments alone."""
     repo = make_project(tmp_path / "project", commit_data=True)
     sh("dvc", "exp", "run", "--queue", "-S", "loss=cross_entropy,differential",
-       "-S", "train.epochs=2,4", cwd=repo)
+       "-S", "train.epochs=2", cwd=repo)
     sh("dvc", "queue", "start", "-j", "1", cwd=repo)
     deadline = time.monotonic() + 1200
     while time.monotonic() < deadline:
@@ -97,7 +97,7 @@ def test_queued_grid_comparison_and_study(tmp_path):
         for exp in commit.get("experiments") or []:
             params = exp["revs"][0]["data"]["params"]["params.yaml"]["data"]
             exps[params["loss"], params["train"]["epochs"]] = exp["name"]
-    assert set(exps) == {(loss, e) for loss in ("cross_entropy", "differential") for e in (2, 4)}
+    assert set(exps) == {(loss, 2) for loss in ("cross_entropy", "differential")}
     ce, diff = exps["cross_entropy", 2], exps["differential", 2]
     metrics = json.loads(sh("dvc", "metrics", "diff", ce, diff, "--all", "--json", cwd=repo))
     assert "robust_test_accuracy_at_8" in metrics["metrics/summary.json"]
@@ -112,10 +112,10 @@ def test_queued_grid_comparison_and_study(tmp_path):
 
     sh(sys.executable, "-m", "difftrain.study", "--all", "--out", "study.png", cwd=repo)
     summary = pd.read_csv(repo / "study.csv")
-    assert len(summary) == 4 and set(summary["n_seeds"]) == {1}
+    assert len(summary) == 2 and set(summary["n_seeds"]) == {1}
     runs = pd.read_csv(repo / "study_runs.csv").set_index("experiment")
     for (loss, epochs), name in exps.items():
-        row = summary[(summary["loss"] == loss) & (summary["epochs"] == epochs)].iloc[0]
+        row = summary[summary["loss"] == loss].iloc[0]  # the only parameter that differs
         assert row["worst_test_mean"] == runs.loc[name, "worst_test"]
     diffed = metrics["metrics/summary.json"]["robust_test_accuracy_at_8"]
     assert runs.loc[ce, "worst_test"] == diffed["old"] and runs.loc[diff, "worst_test"] == diffed["new"]

@@ -1,0 +1,94 @@
+"""The cross-run analysis on hand-made runs: values checked by hand, not by re-running scipy."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from difftrain import crossrun, study
+from difftrain.errors import DataError
+
+
+def run(classes, loss, seed=0, worst4=0.5, components=10.0, ratio=0.5, margin=0.01, clean=0.9):
+    row = {"experiment": f"{classes}-{loss}-{seed}", "data.classes": classes, "loss": loss,
+           "seed": seed, "clean_test_accuracy": clean, "components_99": components,
+           "margin_ratio": ratio, "first_order_margin_test": margin}
+    for r in study.RADII:
+        for kind in ("paper", "worst"):
+            row[f"{kind}_test_eps{r}"] = worst4 if r == 4 else worst4 / 2
+    return row
+
+
+def hand_made():
+    # differential minus CE at 4/255: +0.10, -0.05, +0.20 (cat/dog has two CE seeds: 0.3 and 0.4)
+    return pd.DataFrame([
+        run("airplane/horse", "cross_entropy", worst4=0.20, components=5, ratio=0.2, clean=0.90),
+        run("airplane/horse", "differential", worst4=0.30, components=8, ratio=0.6, clean=0.89),
+        run("cat/dog", "cross_entropy", 0, worst4=0.30, components=6, ratio=0.3, clean=0.60),
+        run("cat/dog", "cross_entropy", 1, worst4=0.40, components=6, ratio=0.3, clean=0.62),
+        run("cat/dog", "differential", worst4=0.30, components=4, ratio=0.4, clean=0.55),
+        run("ship/truck", "cross_entropy", worst4=0.10, components=7, ratio=0.5, clean=0.85),
+        run("ship/truck", "differential", worst4=0.30, components=9, ratio=0.1, clean=0.86),
+        run("ship/truck", "differential_logistic", worst4=0.9),  # not one of the two losses
+    ])
+
+
+def test_pairs_put_the_losses_side_by_side_and_average_seeds():
+    pairs = crossrun.pairs_table(hand_made()).set_index("classes")
+    assert list(pairs.index) == ["airplane/horse", "cat/dog", "ship/truck"]
+    assert pairs.loc["cat/dog", "ce_worst_test_eps4"] == pytest.approx(0.35)  # mean of two seeds
+    assert pairs.loc["cat/dog", "ce_clean_test_accuracy"] == pytest.approx(0.61)
+    assert pairs.loc["cat/dog", "seeds"] == 1  # the fewer of the two losses
+    assert pairs.loc["ship/truck", "diff_worst_test_eps4"] == pytest.approx(0.30)  # logistic left out
+    # claims per pair, by hand
+    assert list(pairs["differential_more_robust_eps4"]) == [True, False, True]
+    assert list(pairs["ce_lower_rank"]) == [True, False, True]
+    assert list(pairs["ce_poorer_margin"]) == [True, True, False]
+    assert list(pairs["similar_clean_accuracy"]) == [True, False, True]  # cat/dog: 6 points apart
+
+
+def test_wilcoxon_on_three_pairs_matches_the_exact_distribution_by_hand():
+    tests = crossrun.paired_tests(crossrun.pairs_table(hand_made())).set_index("eps_255")
+    row = tests.loc[4]
+    # differences +0.10, -0.05, +0.20: ranks 2, 1, 3; W+ = 5, W- = 1; the statistic is min = 1.
+    # Under H0 the 8 sign patterns give W+ in {0,1,2,3,3,4,5,6}: P(W+ <= 1) = 2/8, two-sided 0.5.
+    assert row["wilcoxon_statistic"] == 1
+    assert row["p_value"] == pytest.approx(0.5)
+    assert row["median_difference"] == pytest.approx(0.10)
+    assert (row["differential_higher"], row["ce_higher"], row["ties"]) == (2, 1, 0)
+
+
+def test_wilcoxon_says_nothing_on_fewer_than_two_nonzero_differences():
+    table = hand_made()
+    table.loc[table["loss"] == "differential", "worst_test_eps8"] = \
+        table.loc[table["loss"] == "cross_entropy"].groupby("data.classes")["worst_test_eps8"].mean().values
+    tests = crossrun.paired_tests(crossrun.pairs_table(table)).set_index("eps_255")
+    assert tests.loc[8, "ties"] == 3 and math.isnan(tests.loc[8, "p_value"])
+
+
+def test_correlation_signs_on_a_constructed_example():
+    # robustness rises with the components and falls with the margin ratio, by construction
+    table = pd.DataFrame([run("a/b", "cross_entropy", seed=i, worst4=0.1 * i, components=i,
+                              ratio=1.0 - 0.1 * i, margin=0.01) for i in range(1, 7)])
+    corr = crossrun.correlations(table).set_index("mechanism")
+    assert corr.loc["components_99", "spearman_rho"] == pytest.approx(1.0)
+    assert corr.loc["components_99", "agrees"]  # the paper's sign, p < 0.05 with 6 runs
+    assert corr.loc["margin_ratio", "spearman_rho"] == pytest.approx(-1.0)
+    assert not corr.loc["margin_ratio", "agrees"]  # the opposite of the paper's prediction
+    assert math.isnan(corr.loc["first_order_margin_test", "spearman_rho"])  # constant: no rho
+
+
+def test_no_pair_with_both_losses_is_one_line(tmp_path):
+    table = pd.DataFrame([run("a/b", "cross_entropy"), run("c/d", "differential")])
+    with pytest.raises(DataError, match="no class pair has both"):
+        crossrun.main(table, tmp_path / "pairs.png", [])
+
+
+def test_main_writes_the_figure_and_three_tables(tmp_path, capsys):
+    written = []
+    crossrun.main(hand_made(), tmp_path / "pairs.png", written)
+    assert [p.name for p in written] == ["pairs.png", "pairs_pairs.csv", "pairs_tests.csv",
+                                         "pairs_correlations.csv"]
+    assert all(p.exists() for p in written)
+    out = capsys.readouterr().out
+    assert "2/3 pairs" in out  # differential more robust at 4/255 on two of three pairs
