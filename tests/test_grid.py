@@ -1,0 +1,251 @@
+"""The grid runner on loopback: a bare git repository as origin, a folder as the DVC remote, and a
+two-stage stand-in pipeline (``prepare`` reads the data, ``train`` writes a metric from the
+parameters) so each experiment takes seconds. What is checked is the runner: every run lands
+exactly once, as a DVC experiment a fresh clone can read and restore; failures publish nothing;
+lost workers and nodes are retried and their attempts recorded; a rerun runs nothing."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from difftrain import grid as G
+from difftrain.errors import ParamsError
+
+from conftest import REPO, sh
+
+PREP = """\
+import json, pathlib, yaml
+p = yaml.safe_load(open("params.yaml"))
+out = pathlib.Path("data/prepared"); out.mkdir(parents=True, exist_ok=True)
+n = len(sorted(pathlib.Path("data/raw").glob("*.txt")))
+(out / "data.json").write_text(json.dumps({"classes": p["data"]["classes"], "n": n}))
+"""
+TRAIN = """\
+import json, os, pathlib, sys, time, yaml
+p = yaml.safe_load(open("params.yaml"))
+data = json.loads(pathlib.Path("data/prepared/data.json").read_text())
+time.sleep(float(os.environ.get("GRID_TEST_SLEEP", "0")))
+if p["train"]["epochs"] == 13:
+    sys.exit("boom: 13 epochs is unlucky")
+accuracy = round(0.5 + p["seed"] / 100 + (0.1 if p["loss"] == "differential" else 0), 4)
+pathlib.Path("models").mkdir(exist_ok=True)
+pathlib.Path("models/model.txt").write_text(f"{p['loss']} {p['seed']} {data['classes']}")
+pathlib.Path("metrics").mkdir(exist_ok=True)
+pathlib.Path("metrics/summary.json").write_text(json.dumps({"clean_test_accuracy": accuracy, "n": data["n"]}))
+"""
+DVC_YAML = {"stages": {
+    "prepare": {"cmd": "python prep.py", "deps": ["prep.py", "data/raw"], "params": ["data"],
+                "outs": ["data/prepared"]},
+    "train": {"cmd": "python train.py", "deps": ["train.py", "data/prepared"],
+              "params": ["seed", "loss", "train.epochs"], "outs": ["models/model.txt"],
+              "metrics": ["metrics/summary.json"]}}}
+
+
+def git(*args, cwd):
+    return sh("git", "-c", "user.name=t", "-c", "user.email=t@t", *args, cwd=cwd)
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A repository with origin (bare) and a DVC remote (folder), its commit pushed."""
+    origin, repo = tmp_path / "origin.git", tmp_path / "repo"
+    sh("git", "init", "-q", "--bare", str(origin), cwd=tmp_path)
+    repo.mkdir()
+    (repo / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML))
+    (repo / "prep.py").write_text(PREP)
+    (repo / "train.py").write_text(TRAIN)
+    (repo / ".gitignore").write_text("/data/raw\n/.grid/\n/.scratch/\n")
+    (repo / "data" / "raw").mkdir(parents=True)
+    for i in range(3):
+        (repo / "data" / "raw" / f"{i}.txt").write_text(str(i))
+    git("init", "-q", cwd=repo)
+    sh("dvc", "init", "-q", cwd=repo)
+    sh("dvc", "remote", "add", "-d", "storage", str(tmp_path / "dvc-remote"), cwd=repo)
+    sh("dvc", "config", "core.analytics", "false", cwd=repo)
+    git("add", ".", cwd=repo)
+    git("commit", "-qm", "init", cwd=repo)
+    git("remote", "add", "origin", str(origin), cwd=repo)
+    git("push", "-q", "-u", "origin", "HEAD", cwd=repo)
+    return repo
+
+
+def write_grid(repo: Path, blocks, name="t") -> Path:
+    path = repo / "grid.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "fixed": {"train.epochs": 2}, "grid": blocks}))
+    return path
+
+
+def run_grid(repo: Path, grid: Path, *args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "difftrain.grid", "run", str(grid), *args],
+                          cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=900)
+
+
+def remote_names(repo: Path) -> list[str]:
+    refs = sh("git", "ls-remote", "origin", "refs/exps/*", cwd=repo)
+    return [line.split("/")[-1] for line in refs.splitlines()]
+
+
+def state(repo: Path, name="t") -> dict:
+    return json.loads((repo / ".grid" / f"{name}.json").read_text())["runs"]
+
+
+# --- the grid file ------------------------------------------------------------------------
+
+def test_paper_grid_lists_the_readme_sixteen_runs():
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    grid = G.load(REPO / "grids" / "paper.yaml", base)
+    described = sorted(tuple(sorted(r.overrides.items())) for r in grid.runs)
+    seeded = lambda s: {"seed": s, "pairs.seed": s} if s else {}  # noqa: E731
+    expected = sorted(tuple(sorted(d.items())) for d in (
+        *({"loss": loss, **seeded(s)} for loss in ("cross_entropy", "differential") for s in (0, 1, 2)),
+        {"loss": "differential_logistic"},
+        *({"loss": loss, "train.epochs": 100} for loss in ("cross_entropy", "differential",
+                                                            "differential_logistic")),
+        {"loss": "cross_entropy", "train.epochs": 10},
+        *({"loss": loss, "train.epochs": 10, "pairs.fraction": 0.125}
+          for loss in ("differential", "differential_logistic")),
+        {"loss": "differential", "train.epochs": 150},
+        *({"loss": "cross_entropy", "train.adversarial.eps": 8, **seeded(s)} for s in (0, 1))))
+    assert described == expected and len(grid.runs) == 16
+    assert len({r.name for r in grid.runs}) == 16 and all(r.name.startswith("paper-") for r in grid.runs)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"name": "t", "grid": [{"train.epoch": [3]}]}, "run t-[0-9a-f]{8} \\(train.epoch=3\\): train.epoch is not a known parameter"),
+    ({"name": "t", "grid": [{"loss": ["differential", "hinge"]}]}, "\\(loss=hinge\\): loss must be one of"),
+    ({"name": "t", "fixed": {"attack.n_test": 0}, "grid": [{"seed": [0]}]}, "attack.n_test must be > 0"),
+    ({"name": "t", "grid": [{"seed": 3}]}, "seed must be a non-empty list of values"),
+    ({"name": "t", "grid": [], "axes": {}}, "axes is not a grid key"),
+    ({"name": "T x", "grid": [{"seed": [0]}]}, "name must be lowercase letters"),
+])
+def test_a_bad_grid_is_one_line_naming_the_run_and_the_key(tmp_path, spec, message):
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ParamsError, match=message) as info:
+        G.load(path, yaml.safe_load((REPO / "params.yaml").read_text()))
+    assert "\n" not in str(info.value)
+
+
+def test_the_same_run_from_two_blocks_is_one_experiment_and_names_hash_every_parameter():
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    path = REPO / "grids" / "paper.yaml"
+    a = G.run_name("g", G.effective(base, {"train.epochs": 30}))
+    assert a == G.run_name("g", G.effective(base, {}))  # 30 is the default: the same run
+    assert a != G.run_name("g", G.effective(base, {"seed": 1}))
+    assert len(G.load(path, base).runs) == 16
+
+
+# --- the runner on loopback ---------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_two_worker_grid_lands_every_run_once_readable_and_restorable_and_a_rerun_runs_nothing(
+        project, tmp_path):
+    grid = write_grid(project, [{"loss": ["cross_entropy", "differential"], "seed": [0, 1]},
+                                {"data.classes": [["cat", "dog"]]}])
+    result = run_grid(project, grid, "--workers", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = remote_names(project)
+    runs = G.load(grid, yaml.safe_load((project / "params.yaml").read_text())).runs
+    assert sorted(names) == sorted(r.name for r in runs) and len(names) == 5  # once each
+    assert all(len(record["attempts"]) == 1 for record in state(project).values())
+
+    fresh = tmp_path / "fresh"
+    git("clone", "-q", str(tmp_path / "origin.git"), str(fresh), cwd=tmp_path)
+    sh(sys.executable, "-m", "difftrain.grid", "collect", str(grid), cwd=project)
+    sh("dvc", "exp", "pull", "origin", *names, cwd=fresh)  # the refs, and the data from the remote
+    code = ("import json, dvc.api; print(json.dumps([[r['Experiment'], r.get('loss'), r.get('seed'),"
+            " r.get('data.classes'), r.get('clean_test_accuracy')] for r in dvc.api.exp_show()"
+            " if r.get('Experiment')]))")
+    shown = {row[0]: row[1:] for row in json.loads(sh(sys.executable, "-c", code, cwd=fresh))}
+    for run in runs:
+        params = G.effective(yaml.safe_load((project / "params.yaml").read_text()), run.overrides)
+        loss, seed, classes, accuracy = shown[run.name]
+        # exp_show gives numbers as floats and lists as their text
+        assert (loss, seed, classes) == (params["loss"], params["seed"], str(params["data"]["classes"]))
+        assert accuracy == round(0.5 + seed / 100 + (0.1 if loss == "differential" else 0), 4)
+    cats = next(r.name for r in runs if r.overrides.get("data.classes") == ["cat", "dog"])
+    sh("dvc", "exp", "apply", cats, cwd=fresh)
+    sh("dvc", "checkout", cwd=fresh)
+    assert "['cat', 'dog']" in (fresh / "models" / "model.txt").read_text()
+    assert json.loads((fresh / "data" / "prepared" / "data.json").read_text())["classes"] == ["cat", "dog"]
+
+    again = run_grid(project, grid, "--workers", "2")
+    assert again.returncode == 0 and "5 already on the remote, 0 to run" in again.stdout
+    assert sorted(remote_names(project)) == sorted(names)
+    assert not (project / ".scratch" / "grid").exists()  # scratch clones removed
+
+
+@pytest.mark.slow
+def test_a_failing_run_lands_nothing_and_is_reported_with_its_log(project):
+    grid = write_grid(project, [{"seed": [0]}, {"seed": [1], "train.epochs": [13]}])
+    result = run_grid(project, grid, "--workers", "2")
+    assert result.returncode == 1
+    assert "boom: 13 epochs is unlucky" in result.stdout
+    records = state(project)
+    failed = [n for n, r in records.items() if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0] not in remote_names(project)
+    assert len(remote_names(project)) == 1
+    status = sh(sys.executable, "-m", "difftrain.grid", "status", str(grid), cwd=project)
+    assert f"{failed[0]}  failed" in status and "boom: 13 epochs is unlucky" in status
+
+
+@pytest.mark.slow
+def test_a_crash_between_the_data_push_and_the_ref_push_publishes_nothing_and_the_retry_lands(project):
+    grid = write_grid(project, [{"seed": [0, 1]}])
+    result = run_grid(project, grid, "--workers", "2",
+                      env={"DIFFTRAIN_GRID_FAULT": "exit-before-ref"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = state(project)
+    assert all(len(r["attempts"]) == 2 and r["status"] == "done" for r in records.values())
+    assert sorted(remote_names(project)) == sorted(records)  # once each, after the retry
+
+
+@pytest.mark.slow
+def test_a_node_removed_mid_run_loses_nothing_and_its_retry_is_recorded(project, monkeypatch):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from difftrain.grid_engine import Engine
+
+    monkeypatch.setenv("GRID_TEST_SLEEP", "6")  # long enough to remove a node mid-run
+    monkeypatch.chdir(project)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    grid_path = write_grid(project, [{"seed": [0, 1, 2]}])
+    engine = Engine(project)
+    grid = G.load(grid_path, engine.base_params())
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.setdefault(
+        "ok", engine.run(grid, address=cluster.address, attempts=3)))
+    try:
+        runner.start()
+        victim = None
+        deadline = time.monotonic() + 300
+        while victim is None and time.monotonic() < deadline:
+            time.sleep(1)
+            records = state(project) if (project / ".grid" / "t.json").exists() else {}
+            started = [r["attempts"][0] for r in records.values() if r.get("attempts")]
+            victim = next((n for n in nodes if n.node_id in started), None)
+        assert victim is not None, "no run started"
+        time.sleep(2)
+        cluster.remove_node(victim)
+        runner.join(timeout=600)
+        assert outcome.get("ok") is True
+        records = state(project)
+        assert sorted(remote_names(project)) == sorted(records)  # every run, once
+        retried = [r for r in records.values() if len(r["attempts"]) == 2]
+        assert retried and all(r["attempts"][0] == victim.node_id for r in retried)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
