@@ -119,6 +119,31 @@ def test_paper_grid_lists_the_readme_sixteen_runs():
     assert len({r.name for r in grid.runs}) == 16 and all(r.name.startswith("paper-") for r in grid.runs)
 
 
+def test_pairs_grid_holds_all_45_unordered_pairs_with_both_losses():
+    import itertools
+
+    from difftrain.params import CIFAR10_CLASSES
+
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    grid = G.load(REPO / "grids" / "pairs.yaml", base)
+    seen = sorted((tuple(r.overrides["data.classes"]), r.overrides["loss"]) for r in grid.runs)
+    assert seen == sorted((pair, loss) for pair in itertools.combinations(CIFAR10_CLASSES, 2)
+                          for loss in ("cross_entropy", "differential"))
+
+
+def test_a_dry_run_lists_the_runs_without_any_remote(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    git("init", "-q", cwd=repo)
+    git("add", ".", cwd=repo)
+    git("commit", "-qm", "init", cwd=repo)
+    grid = write_grid(repo, [{"loss": ["cross_entropy", "differential"]}])
+    result = run_grid(repo, grid, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "2 runs at commit" in result.stdout and result.stdout.count("  t-") == 2
+
+
 @pytest.mark.parametrize("spec, message", [
     ({"name": "t", "grid": [{"train.epoch": [3]}]}, "run t-[0-9a-f]{8} \\(train.epoch=3\\): train.epoch is not a known parameter"),
     ({"name": "t", "grid": [{"loss": ["differential", "hinge"]}]}, "\\(loss=hinge\\): loss must be one of"),

@@ -175,13 +175,15 @@ def main(argv: list[str] | None = None) -> None:
     from difftrain import grid_engine  # Ray loads only when a grid runs
 
     try:
-        engine = grid_engine.Engine(Path(args.repo), args.git_remote, args.dvc_remote)
-        grid = load(args.grid, engine.base_params())
-        if args.command == "run" and args.dry_run:
-            print(f"{grid.path}: {len(grid.runs)} runs at commit {engine.commit[:10]}")
+        if args.command == "run" and args.dry_run:  # no remote needed to list the runs
+            commit, base = grid_engine.commit_params(Path(args.repo))
+            grid = load(args.grid, base)
+            print(f"{grid.path}: {len(grid.runs)} runs at commit {commit[:10]}")
             for run in grid.runs:
                 print(f"  {run.name}  {run.describe()}")
             return
+        engine = grid_engine.Engine(Path(args.repo), args.git_remote, args.dvc_remote)
+        grid = load(args.grid, engine.base_params())
         if args.command == "run":
             ok = engine.run(grid, address=args.address, workers=args.workers,
                             threads=args.threads_per_run, gpus=args.gpus_per_run,

@@ -63,6 +63,13 @@ def remote_experiments(git_url: str, commit: str, cwd: Path) -> set[str]:
             if "\t" in line and line.split("\t")[1].startswith(prefix)}
 
 
+def commit_params(repo: Path, commit: str | None = None) -> tuple[str, dict]:
+    """(commit, params.yaml at that commit): HEAD's by default, what a grid's runs start from."""
+    commit = commit or _git(["rev-parse", "HEAD"], repo.resolve())
+    text = _git(["show", f"{commit}:params.yaml"], repo.resolve())
+    return commit, read_yaml(text, f"params.yaml at {commit[:10]}")
+
+
 class Engine:
     """The driver of a grid in one repository (``repo``): its commit, remotes and status."""
 
@@ -96,8 +103,7 @@ class Engine:
 
     def base_params(self) -> dict:
         """params.yaml as the grid's commit has it: what every run starts from."""
-        text = _git(["show", f"{self.commit}:params.yaml"], self.repo)
-        return read_yaml(text, f"params.yaml at {self.commit[:10]}")
+        return commit_params(self.repo, self.commit)[1]
 
     # --- status ----------------------------------------------------------------------------
 
