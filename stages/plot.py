@@ -22,6 +22,8 @@ def main(params):
     splits = ("train", "test")
     linf = P.read_tables([f"plots/attack/{c}_{s}.csv" for c in ("worst", "paper_pgd")
                           for s in splits], ACCURACY)
+    band = P.read_tables([f"plots/certify/{s}.csv" for s in splits],
+                         ["split", "eps", "certified", "worst"])
     l2 = P.read_tables([f"plots/attack/{c}_{s}.csv" for c in ("l2_worst", "cw", "fab")
                         for s in splits], ACCURACY)
     pca = P.read_tables([f"plots/features/pca_{s}.csv" for s in splits],
@@ -30,11 +32,11 @@ def main(params):
     log = P.read_training_log("dvclive/train/plots/metrics")
     summary = P.headline(read_json("metrics/train.json"), read_json("metrics/features.json"),
                          read_json("metrics/attack.json"), params.plot.headline_eps_255,
-                         params.plot.headline_eps_l2)
+                         params.plot.headline_eps_l2, read_json("metrics/certify.json"))
     with Outputs() as out:
         folder = out.dir("plots/figures")
         P.accuracy_curves(linf, folder / "robust_linf.png", f"Linf (Fig. 4): {run}",
-                          "epsilon (Linf, /255)")
+                          "epsilon (Linf, /255)", band)
         P.accuracy_curves(l2, folder / "robust_l2.png", f"Minimal L2 (Fig. 5): {run}",
                           "epsilon (L2, pixels in [0, 1])")
         P.pca_curve(pca, folder / "pca.png", f"Penultimate features: {run}")

@@ -24,7 +24,8 @@ BASE_PARAMS = {"loss": "differential", "device": "cpu",
                "attack": {"n_train": 8, "n_test": 8, "pgd": {"steps": 5, "epsilons": [0, 8, 255]},
                           "cw": {"steps": 10, "binary_search_steps": 2},
                           "apgd": {"restarts": 1, "steps": 10}, "square": {"queries": 50},
-                          "fab": {"steps": 10}}}
+                          "fab": {"steps": 10}},
+               "certify": {"crown_seconds": 1}}
 
 OUTPUTS = {
     "prepare": ["data/prepared", "metrics/prepare.json"],
@@ -32,6 +33,7 @@ OUTPUTS = {
     "train": ["models/model.safetensors", "metrics/train.json", "dvclive/train"],
     "features": ["plots/features", "metrics/features.json"],
     "attack": ["plots/attack", "data/attack", "metrics/attack.json"],
+    "certify": ["plots/certify", "data/certify", "metrics/certify.json"],
     "plot": ["plots/figures", "metrics/summary.json"],
     "fetch": [], "study": ["study.png", "study.csv", "ro"], "compare": ["compare.png", "compare.csv"],
 }
@@ -113,6 +115,17 @@ def _data_changed(workdir: Path) -> None:
 
 def _truncate(path: Path, keep: int) -> None:
     path.write_bytes(path.read_bytes()[:keep])
+
+
+def _flip_attacked_labels(workdir: Path) -> None:
+    """data/attack/per_image.csv naming the right positions with the wrong labels: a table
+    from other data (or edited) would certify other images than were attacked."""
+    import pandas as pd
+
+    path = workdir / "data" / "attack" / "per_image.csv"
+    table = pd.read_csv(path)
+    table["label"] = 1 - table["label"]
+    table.to_csv(path, index=False)
 
 
 # --- issue 25: what the project reads must mean what it says ---------------------------------
@@ -250,6 +263,8 @@ SETUPS = {
     "metrics-read-only": _read_only_metrics,
     "attack-metrics-truncated": lambda w: _truncate(w / "metrics" / "attack.json", 100),
     "train-metrics-empty": lambda w: _truncate(w / "metrics" / "train.json", 0),
+    "certify-other-images": _flip_attacked_labels,
+    "certify-methods-unordered": lambda w: _params(w, certify={"methods": ["crown", "ibp"]}),
     "no-environment": lambda w: None,
     # issue 25: sources, artifacts and metrics checked for what they claim to be
     "batch-float-data": lambda w: _batch(w, lambda e: e.update(data=e["data"].astype("float32") / 255)),
@@ -330,11 +345,12 @@ def bases(tmp_path_factory) -> dict[str, Path]:
                             ("plot", "features")):
         here = root / stage
         shutil.copytree(previous, here, symlinks=True)
-        for name in [upstream] + (["attack"] if stage == "plot" else []):
+        for name in [upstream] + (["attack", "certify"] if stage == "plot" else []):
             result = run_stage(name, here)
             assert result.returncode == 0, result.stderr
         out[stage] = previous = here
     out["attack"] = out["features"]
+    out["certify"] = out["plot"]  # attack already run there
     return out
 
 

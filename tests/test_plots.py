@@ -75,3 +75,23 @@ def test_headline_reports_the_worst_case_beside_the_paper_attack_and_names_a_mis
     assert summary["first_order_margin_test_median"] == 2.0
     with pytest.raises(DataError, match="no worst accuracy at epsilon 4 .*plot.headline_eps_255"):
         P.headline(train, features, attack, 4, 0.5)
+
+
+def test_headline_gains_the_certified_end_of_the_interval_and_refuses_a_bad_one(tmp_path):
+    attack = _attack_metrics(paper=0.5, worst=0.1)
+    train = {"test_accuracy": 0.9, "train_accuracy": 1.0}
+    features = {"train": {"components_99": 3, "effective_rank": 2.5}, "optimum": {"margin_ratio": 0.7}}
+    certify = {s: {"certified": {"eps0": {"accuracy": 0.9}, "eps8": {"accuracy": 0.04}}}
+               for s in ("train", "test")}
+    summary = P.headline(train, features, attack, 8, 0.5, certify)
+    assert summary["certified_test_accuracy_at_8"] == 0.04
+    assert summary["certified_test_accuracy_at_8"] <= summary["robust_test_accuracy_at_8"]
+    certify["test"]["certified"]["eps8"]["accuracy"] = 1.5
+    with pytest.raises(DataError, match="metrics/certify.json.*test.certified.eps8.accuracy"):
+        P.headline(train, features, attack, 8, 0.5, certify)
+    # the Linf figure shades each split's interval
+    acc = pd.concat([_accuracy("train"), _accuracy("test")])
+    band = pd.DataFrame({"split": ["test"] * 3, "eps": [0, 4, 8], "certified": [0.9, 0.2, 0.0],
+                         "worst": [0.9, 0.5, 0.1]})
+    P.accuracy_curves(acc, tmp_path / "linf.png", "Linf", "epsilon", band)
+    assert (tmp_path / "linf.png").stat().st_size > 0

@@ -208,11 +208,13 @@ def backward_lower(layers: list, top: int, a: torch.Tensor, rows: torch.Tensor,
     row of ``A``, row r on image ``rows[r]``, over the input box [lower, upper] of each image,
     with the ReLU after map k relaxed by ``relax[k]`` (``_relaxation`` of its input bounds)."""
     constant = torch.zeros(len(a), dtype=DTYPE)
+    one_image = bool((rows == rows[0]).all())  # broadcast its relaxation, no copy per row
     for k in range(top, -1, -1):
         constant += layers[k].bias_term(a)
         a = layers[k].backward(a)
         if k:
-            lower_slope, upper_slope, intercept = (t[rows] for t in relax[k - 1])
+            lower_slope, upper_slope, intercept = (
+                t[rows[:1]] if one_image else t[rows] for t in relax[k - 1])
             negative = a.clamp(max=0)
             constant += (negative * intercept).flatten(1).sum(1)
             a = (a - negative) * lower_slope + negative * upper_slope

@@ -37,6 +37,7 @@ WRITERS = {
     "models": "train", "dvclive/train": "train", "metrics/train.json": "train",
     "plots/features": "features", "metrics/features.json": "features",
     "plots/attack": "attack", "data/attack": "attack", "metrics/attack.json": "attack",
+    "plots/certify": "certify", "data/certify": "certify", "metrics/certify.json": "certify",
     "plots/figures": "plot", "metrics/summary.json": "plot",
     "plots/theory": "theory", "plots/theory_figures": "theory", "metrics/theory.json": "theory",
 }

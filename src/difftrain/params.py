@@ -179,6 +179,24 @@ class AttackParams(_Section):
     l2_overstatement_tol: Annotated[float, Field(ge=0.0)] = 0.1
 
 
+class CertifyParams(_Section):
+    methods: Annotated[tuple[Literal["ibp", "crown_ibp", "crown"], ...],
+                       BeforeValidator(_as_tuple)] = ("ibp", "crown_ibp", "crown")
+    crown_max_eps: NonNegative = 2.0  # /255
+    crown_seconds: NonNegative = 20.0
+    tolerance: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-4
+    batch_size: PositiveInt = 50
+
+    @field_validator("methods", mode="after")
+    @classmethod
+    def _methods(cls, value):
+        order = ("ibp", "crown_ibp", "crown")
+        if not value or list(value) != sorted(set(value), key=order.index):
+            raise ValueError("must name ibp, crown_ibp and/or crown, each once, cheap to tight "
+                             "(in that order)")
+        return value
+
+
 class PlotParams(_Section):
     headline_eps_255: NonNegative = 8.0
     headline_eps_l2: NonNegative = 0.5
@@ -219,6 +237,7 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     features: FeaturesParams = FeaturesParams()
     attack: AttackParams = AttackParams()
+    certify: CertifyParams = CertifyParams()
     plot: PlotParams = PlotParams()
     theory: TheoryParams = TheoryParams()
 

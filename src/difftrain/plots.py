@@ -89,14 +89,23 @@ def symlog_eps(ax, eps: pd.Series) -> None:
         ax.set_xlim(0, float(positive.max()) * 1.1)
 
 
-def accuracy_curves(table: pd.DataFrame, path: Path, title: str, xlabel: str) -> None:
+def accuracy_curves(table: pd.DataFrame, path: Path, title: str, xlabel: str,
+                    band: pd.DataFrame | None = None) -> None:
     """Robust accuracy against epsilon, one colour per split, one line style per curve
-    (``CURVE_STYLE``: worst case solid, the paper's attack dashed)."""
+    (``CURVE_STYLE``: worst case solid, the paper's attack dashed); ``band`` (split, eps,
+    certified, worst) shades each split's interval between the certified and the worst-case
+    accuracy: the robust accuracy lies in it, whatever attack comes next."""
     table = table.assign(curve=table["attack"].map(CURVE_LABEL))
+    palette = dict(zip(sorted(table["split"].unique()), sns.color_palette()))
     fig, ax = plt.subplots(figsize=(6.5, 4))
     sns.lineplot(data=table, x="eps", y="accuracy", hue="split", style="curve",
                  dashes={CURVE_LABEL[a]: CURVE_STYLE[a] for a in set(table["attack"])},
-                 markers=True, ax=ax)
+                 markers=True, palette=palette, ax=ax)
+    for split, rows in (band.groupby("split") if band is not None else ()):
+        rows = rows.sort_values("eps")
+        ax.fill_between(rows["eps"], rows["certified"], rows["worst"], alpha=0.15,
+                        color=palette.get(split), linewidth=0,
+                        label=f"{split}: certified to worst case")
     ax.set(xlabel=xlabel, ylabel="robust accuracy", ylim=(-0.02, 1.02), title=title)
     symlog_eps(ax, table["eps"])
     ax.legend(fontsize=7)
@@ -149,9 +158,11 @@ def read_training_log(folder: str | Path) -> pd.DataFrame:
 
 TRAIN_JSON, FEATURES_JSON, ATTACK_JSON = ("metrics/train.json", "metrics/features.json",
                                          "metrics/attack.json")
+CERTIFY_JSON = "metrics/certify.json"
 
 
-def headline(train: dict, features: dict, attack: dict, eps_255: float, eps_l2: float) -> dict:
+def headline(train: dict, features: dict, attack: dict, eps_255: float, eps_l2: float,
+             certify: dict | None = None) -> dict:
     """The numbers a CE-versus-differential comparison turns on, under flat readable keys:
     ``robust_*`` and ``l2_*`` are the worst case over all attacks (the numbers to report),
     ``pgd_*`` and ``cw_*`` the paper's attacks alone. A missing section or key, or an accuracy
@@ -177,6 +188,9 @@ def headline(train: dict, features: dict, attack: dict, eps_255: float, eps_l2: 
         "clean_train_accuracy": accuracy_field(train, "train_accuracy", TRAIN_JSON),
         **{f"robust_{s}_accuracy_at_{tag}": pick(s, "worst", eps_255, "pgd") for s in SPLIT_STYLE},
         **{f"pgd_{s}_accuracy_at_{tag}": pick(s, "pgd", eps_255, "pgd") for s in SPLIT_STYLE},
+        **({f"certified_{s}_accuracy_at_{tag}": accuracy_field(
+            certify, f"{s}.certified.{eps_key(eps_255)}.accuracy", CERTIFY_JSON)
+            for s in SPLIT_STYLE} if certify is not None else {}),
         **{f"l2_{s}_accuracy_at_l2_{tag_l2}": pick(s, "l2_worst", eps_l2, "cw")
            for s in SPLIT_STYLE},
         **{f"cw_{s}_accuracy_at_l2_{tag_l2}": pick(s, "cw", eps_l2, "cw") for s in SPLIT_STYLE},
