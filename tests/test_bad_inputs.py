@@ -25,7 +25,7 @@ BASE_PARAMS = {"loss": "differential", "device": "cpu",
                           "cw": {"steps": 10, "binary_search_steps": 2},
                           "apgd": {"restarts": 1, "steps": 10}, "square": {"queries": 50},
                           "fab": {"steps": 10}},
-               "certify": {"crown_seconds": 1}}
+               "certify": {"crown_attempts": 0}}
 
 OUTPUTS = {
     "prepare": ["data/prepared", "metrics/prepare.json"],

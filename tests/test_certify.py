@@ -55,7 +55,7 @@ def certify(net, images, labels, worst=None, **params):
     if worst is None:
         worst = torch.full((len(labels),), math.inf, dtype=torch.float64)
     return certify_split(net, "test", images, labels, torch.arange(len(labels)), worst, GRID,
-                         CertifyParams(**{"crown_seconds": 0, **params}), progress=False)
+                         CertifyParams(**{"crown_attempts": 0, **params}), progress=False)
 
 
 def test_no_image_certified_at_a_radius_where_pgd_fools_it():

@@ -73,13 +73,13 @@ def test_a_stage_killed_mid_run_leaves_nothing_finished_and_repro_recovers(tmp_p
     assert "up to date" in sh("dvc", "status", cwd=repo).lower()
 
 
-def test_two_runs_give_byte_identical_outputs_except_wall_time_and_a_rerun_upstream_reruns_nothing(tmp_path):
+def test_two_runs_give_byte_identical_outputs_except_timings_and_a_rerun_upstream_reruns_nothing(tmp_path):
     repo = make_project(tmp_path / "project")
     sh("dvc", "repro", cwd=repo)
     first_tables = digests(repo)
     first = {p.name: p.read_text() for p in (repo / "metrics").glob("*.json")}
     assert set(first) == {"prepare.json", "pairs.json", "train.json", "features.json",
-                          "attack.json", "summary.json", "theory.json"}
+                          "attack.json", "certify.json", "summary.json", "theory.json"}
     for text in first.values():  # strict JSON: no NaN or Infinity anywhere
         json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
 
@@ -93,10 +93,14 @@ def test_two_runs_give_byte_identical_outputs_except_wall_time_and_a_rerun_upstr
     sh("dvc", "repro", "-f", cwd=repo)
     second = {p.name: p.read_text() for p in (repo / "metrics").glob("*.json")}
     a, b = json.loads(first["train.json"]), json.loads(second["train.json"])
-    assert a.pop("wall_seconds") > 0 and b.pop("wall_seconds") > 0  # the one field that differs
+    assert a.pop("wall_seconds") > 0 and b.pop("wall_seconds") > 0  # the timings differ
     assert a == b
+    a, b = json.loads(first["certify.json"]), json.loads(second["certify.json"])
+    for split in ("train", "test"):
+        assert a[split].pop("seconds_per_attempt").keys() == b[split].pop("seconds_per_attempt").keys()
+    assert a == b  # certificates and budgets are counts, not clocks
     changed = {k for k, v in digests(repo).items() if first_tables.get(k) != v}
-    assert changed == {"metrics/train.json"}, changed  # tensors, tables, figures: same bytes
+    assert changed <= {"metrics/train.json", "metrics/certify.json"}, changed  # all else: same bytes
 
 
 def test_outputs_follow_the_umask_as_dvc_checkout_does(tmp_path):
