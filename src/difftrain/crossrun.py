@@ -35,8 +35,8 @@ from scipy import stats  # noqa: E402
 
 from difftrain.errors import DataError  # noqa: E402
 from difftrain.plots import save_figure  # noqa: E402
-from difftrain.study import RADII  # noqa: E402
 
+RADII = (2, 4, 8)  # /255: the radii compared across runs (the study reads them per run)
 CLASSES, LOSS = "data.classes", "loss"
 CE, DIFF = "cross_entropy", "differential"
 HEADLINE = 4  # the correlations' radius (/255): robust accuracies there are neither 0 nor clean

@@ -31,6 +31,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import dvc.api  # noqa: E402
+from difftrain import crossrun  # noqa: E402
+from difftrain.crossrun import RADII  # noqa: E402
 from difftrain.errors import DataError  # noqa: E402
 from difftrain.io import is_accuracy  # noqa: E402
 from difftrain.keys import eps_key  # noqa: E402
@@ -51,8 +53,7 @@ METRICS = {
     "gradient_l1_test": "gradient_l1_test_median",
     "l2_test_median": "l2_test_median",
 }
-# study column -> metrics/attack.json key: the cross-run analysis compares radii 2, 4 and 8/255
-RADII = (2, 4, 8)
+# study column -> metrics/attack.json key, at the radii the cross-run analysis compares
 ATTACK = {f"{kind}_test_eps{r}": f"test.{key}.eps{r}.accuracy"
           for r in RADII for kind, key in (("paper", "pgd"), ("worst", "worst"))}
 FLAGS = ["paper_attack_overstates", "blackbox_beats_whitebox", "not_converged",
@@ -280,8 +281,6 @@ def main(argv: list[str] | None = None) -> None:
         table = experiments(args.repo, args.rev, args.experiments or None,
                             warn=lambda line: print(line, file=sys.stderr))
         if args.by == "classes":
-            from difftrain import crossrun
-
             crossrun.main(table, out, written)
         else:
             report(table, out, written)
