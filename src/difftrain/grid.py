@@ -53,6 +53,10 @@ class Run:
         return [arg for key, value in self.overrides.items()
                 for arg in ("-S", f"{key}={json.dumps(value)}")]
 
+    def params(self, base: dict) -> dict:
+        """params.yaml (``base``) with this run's overrides: what the run reads."""
+        return effective(base, self.overrides)
+
     def describe(self) -> str:
         return ", ".join(f"{k}={_short(v)}" for k, v in self.overrides.items()) or "defaults"
 

@@ -28,13 +28,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from difftrain.errors import DifftrainError
-from difftrain.grid import Grid, Run, effective
 from difftrain.grid_worker import run_experiment
 from difftrain.params import read_yaml
+
+if TYPE_CHECKING:  # the grid file's types; at run time the engine only calls their methods
+    from difftrain.grid import Grid, Run
 
 SHARED_STAGES = ("prepare",)  # reproduced once by the driver; workers pull their outputs
 STATE = ".grid"  # per-grid status files (ignored by git and DVC)
@@ -163,7 +166,7 @@ class Engine:
         base = self.base_params()
         by_key: dict[str, list[Run]] = {}
         for run in runs:
-            by_key.setdefault(self._shared_key(effective(base, run.overrides), keys), []).append(run)
+            by_key.setdefault(self._shared_key(run.params(base), keys), []).append(run)
         locks = {}
         for i, (key, members) in enumerate(by_key.items(), 1):
             print(f"shared stages {', '.join(stages)} for {json.loads(key)} "
@@ -182,7 +185,7 @@ class Engine:
         try:
             _git(["clone", "-q", self.git_url, str(clone)], self.repo)
             _git(["checkout", "-q", self.commit], clone)
-            params = effective(self.base_params(), run.overrides)
+            params = run.params(self.base_params())
             root = params.get("data", {}).get("root")
             if root and not os.path.isabs(root) and (self.repo / root).exists():
                 (clone / root).parent.mkdir(parents=True, exist_ok=True)
