@@ -36,6 +36,7 @@ from difftrain.crossrun import RADII  # noqa: E402
 from difftrain.errors import DataError  # noqa: E402
 from difftrain.io import is_accuracy  # noqa: E402
 from difftrain.keys import eps_key  # noqa: E402
+from difftrain.model import _flatten  # noqa: E402  (dotted keys, as exp_show names them)
 from difftrain.params import Params  # noqa: E402
 from difftrain.plots import check_figure_out, save_figure  # noqa: E402
 
@@ -58,16 +59,6 @@ ATTACK = {f"{kind}_test_eps{r}": f"test.{key}.eps{r}.accuracy"
           for r in RADII for kind, key in (("paper", "pgd"), ("worst", "worst"))}
 FLAGS = ["paper_attack_overstates", "blackbox_beats_whitebox", "not_converged",
          "suspect_gradient_masking"]
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 # Every parameter of params.yaml, as exp_show names its column; the seeds are averaged over.
