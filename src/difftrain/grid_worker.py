@@ -33,7 +33,8 @@ import yaml
 LOG_TAIL = 40  # lines of a failed run's log kept in the grid's status
 
 # For tests of the engine's fault handling only: DIFFTRAIN_GRID_FAULT=exit-before-ref makes a
-# run's first attempt kill its worker between the data push and the ref push.
+# run's first attempt kill its worker between the data push and the ref push (a marker in the
+# scratch folder tells the first attempt from the retry).
 FAULT_EXIT_BEFORE_REF = "exit-before-ref"
 
 
@@ -67,10 +68,11 @@ def write_locks(clone: Path, entries: dict) -> None:
     path.write_text(yaml.safe_dump(lock, sort_keys=False))
 
 
-def run_experiment(spec: dict, attempt: int = 1) -> dict:
+def run_experiment(spec: dict) -> dict:
     """Make one experiment (``spec``: name, commit, git_url, dvc_remote, args, locks, threads,
-    scratch, fault) and publish it; returns its outcome (status, seconds, log tail)."""
-    start = time.monotonic()
+    scratch, fault) and publish it; returns its outcome (status, seconds, log tail, and the
+    wall-clock start and end, which show how many runs overlapped)."""
+    start, started = time.monotonic(), time.time()
     scratch = Path(spec["scratch"])
     scratch.mkdir(parents=True, exist_ok=True)
     for stale in scratch.glob(f"{spec['name']}.*"):  # left by an attempt whose worker died
@@ -94,12 +96,16 @@ def run_experiment(spec: dict, attempt: int = 1) -> dict:
         result = _run([dvc, "exp", "run", "--pull", "-n", spec["name"], *spec["args"]], clone, env)
         if result.returncode:
             return {"status": "failed", "seconds": time.monotonic() - start,
-                    "log_tail": _tail(result.stdout + result.stderr)}
+                    "log_tail": _tail(result.stdout + result.stderr), "started": started,
+                    "finished": time.time()}
         _check(_run([dvc, "push", "--run-cache"], clone, env), "dvc push")
-        if spec.get("fault") == FAULT_EXIT_BEFORE_REF and attempt == 1:
+        marker = scratch / f"fault-{spec['name']}"
+        if spec.get("fault") == FAULT_EXIT_BEFORE_REF and not marker.exists():
+            marker.touch()
             os._exit(1)  # the worker dies after the data push, before the ref push
         _check(_run([dvc, "exp", "push", "--no-cache", "origin", spec["name"]], clone, env),
                "dvc exp push")
-        return {"status": "done", "seconds": time.monotonic() - start, "log_tail": ""}
+        return {"status": "done", "seconds": time.monotonic() - start, "log_tail": "",
+                "started": started, "finished": time.time()}
     finally:
         shutil.rmtree(clone, ignore_errors=True)
