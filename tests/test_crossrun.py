@@ -87,8 +87,68 @@ def test_no_pair_with_both_losses_is_one_line(tmp_path):
 def test_main_writes_the_figure_and_three_tables(tmp_path, capsys):
     written = []
     crossrun.main(hand_made(), tmp_path / "pairs.png", written)
-    assert [p.name for p in written] == ["pairs.png", "pairs_pairs.csv", "pairs_tests.csv",
-                                         "pairs_correlations.csv"]
+    assert [p.name for p in written] == ["pairs.png", "pairs_by_pair.png", "pairs_pairs.csv",
+                                         "pairs_tests.csv", "pairs_correlations.csv",
+                                         "pairs_budget.csv", "pairs.md"]
     assert all(p.exists() for p in written)
     out = capsys.readouterr().out
     assert "2/3 pairs" in out  # differential more robust at 4/255 on two of three pairs
+
+
+def budgeted(classes, loss, n, worst4, **kw):
+    row = run(classes, loss, worst4=worst4, **kw)
+    row.update({"experiment": f"{classes}-{loss}-{n}", "attack.n_train": n, "attack.n_test": n,
+                "train.adversarial.eps": 0})
+    return row
+
+
+def with_budgets():
+    # the sweep at 200 images on two pairs; airplane/horse CE again at 500 images; and a
+    # positive control (adversarial training) on airplane/horse at 500
+    rows = [budgeted("airplane/horse", "cross_entropy", 200, 0.300),
+            budgeted("airplane/horse", "differential", 200, 0.250),
+            budgeted("cat/dog", "cross_entropy", 200, 0.100),
+            budgeted("cat/dog", "differential", 200, 0.150),
+            budgeted("airplane/horse", "cross_entropy", 500, 0.306),
+            budgeted("cat/dog", "cross_entropy", 500, 0.080)]
+    control = budgeted("airplane/horse", "cross_entropy", 500, 0.6)
+    control.update({"experiment": "control", "train.adversarial.eps": 8})
+    return pd.DataFrame([*rows, control])
+
+
+IDENTITY = ["data.classes", "loss", "seed", "train.adversarial.eps", "attack.n_train",
+            "attack.n_test"]
+
+
+def test_pairs_use_the_setting_with_most_pairs_and_name_what_is_left_out():
+    table = with_budgets()
+    by = study.grouping(table)
+    assert set(by) == {"data.classes", "loss", "attack.n_train", "attack.n_test",
+                       "train.adversarial.eps"}
+    chosen, note = crossrun.select_setting(table, by)
+    # the 200-image sweep has two pairs with both losses; the 500-image runs have none
+    assert sorted(chosen["experiment"]) == ["airplane/horse-cross_entropy-200",
+                                            "airplane/horse-differential-200",
+                                            "cat/dog-cross_entropy-200", "cat/dog-differential-200"]
+    assert "attack.n_test=200" in note and "left out 3 of 7 runs" in note
+    pairs = crossrun.pairs_table(chosen).set_index("classes")
+    assert pairs.loc["airplane/horse", "ce_worst_test_eps4"] == pytest.approx(0.300)  # not averaged with 0.306
+
+
+def test_budget_check_pairs_runs_that_differ_only_in_the_budget():
+    budget = crossrun.budget_check(with_budgets(), IDENTITY).set_index("classes")
+    assert list(budget.index) == ["airplane/horse", "cat/dog"]  # the control has no twin
+    row = budget.loc["airplane/horse"]
+    assert (row["n_test_reduced"], row["n_test_default"]) == (200, 500)
+    assert row["difference_eps4"] == pytest.approx(-0.006)  # 0.300 - 0.306
+    assert row["difference_eps2"] == pytest.approx(-0.003)  # run() halves the other radii
+    assert row["within_tolerance"]
+    assert budget.loc["cat/dog", "difference_eps4"] == pytest.approx(0.020)
+    assert not budget.loc["cat/dog", "within_tolerance"]  # two points apart
+
+
+def test_a_model_attacked_twice_counts_once_in_the_correlations():
+    models = crossrun.one_per_model(with_budgets(), IDENTITY)
+    assert sorted(models["experiment"]) == ["airplane/horse-cross_entropy-500",
+                                            "airplane/horse-differential-200", "cat/dog-cross_entropy-500",
+                                            "cat/dog-differential-200", "control"]

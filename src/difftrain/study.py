@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> None:
         table = experiments(args.repo, args.rev, args.experiments or None,
                             warn=lambda line: print(line, file=sys.stderr))
         if args.by == "classes":
-            crossrun.main(table, out, written)
+            crossrun.main(table, out, written, grouping(table),
+                          [k for k in PARAMS if k in table])
         else:
             report(table, out, written)
     except DataError as exc:
