@@ -143,3 +143,11 @@ def test_compare_says_an_experiment_failed_instead_of_a_dvc_error(monkeypatch):
         compare.read_at("plots/attack/worst_test.csv", "exp-2")
     with pytest.raises(DataError, match="plots/attack/worst_test.csv at exp-1: cannot read it"):
         compare.read_at("plots/attack/worst_test.csv", "exp-1")
+
+
+def test_rev_repeats_for_a_grid_run_at_several_commits(monkeypatch, tmp_path):
+    asked = []
+    monkeypatch.setattr(study.dvc.api, "exp_show",
+                        lambda repo, revs: asked.append(revs) or EXP_SHOW)
+    study.main(["--all", "--rev", "abc", "--rev", "def", "--out", str(tmp_path / "s.png")])
+    assert asked == [["abc", "def"]]

@@ -115,7 +115,7 @@ def _record(row: dict, name: str) -> dict:
     return record
 
 
-def experiments(repo: str = ".", rev: str | None = None, names: list[str] | None = None,
+def experiments(repo: str = ".", rev: str | list[str] | None = None, names: list[str] | None = None,
                 warn=print) -> pd.DataFrame:
     """One row per finished experiment: its name, every parameter and the study metrics.
 
@@ -257,7 +257,9 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiments", nargs="*", help="experiment names (default: with --all)")
     parser.add_argument("--all", action="store_true", help="every finished experiment")
-    parser.add_argument("--rev", default=None, help="baseline commit the experiments derive from")
+    parser.add_argument("--rev", action="append", default=None,
+                        help="baseline commit the experiments derive from (default HEAD; "
+                             "repeat it for a grid run at several commits)")
     parser.add_argument("--repo", default=".")
     parser.add_argument("--by", choices=("classes",), default=None,
                         help="classes: the cross-run analysis per class pair (crossrun.py)")
