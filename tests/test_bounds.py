@@ -135,3 +135,42 @@ def test_no_point_of_the_ball_scores_below_the_bound_on_the_papers_network(metho
     samples = lower + (upper - lower) * torch.rand(16, *x.shape, dtype=B.DTYPE)
     for point in (corner, *samples):
         assert torch.all(side * B.forward(layers, point) >= bound - 1e-9)
+
+
+def test_a_window_of_a_map_gives_the_bound_of_the_whole_map_zero_outside_it():
+    # CROWN's intermediate bounds propagate only the window a neuron reaches: the same bound as
+    # the whole map with zeros outside the window, for every map layer, corner and image
+    torch.manual_seed(3)
+    layers = B.from_net(Net().eval())
+    x = torch.rand(3, 3, 32, 32, dtype=B.DTYPE)
+    lower, upper = B.box(x, 1 / 255)
+    relax = [B._relaxation(*b) for b in B.ibp(layers, lower, upper)[:-1]]
+    g = torch.Generator().manual_seed(0)
+    for k, layer in enumerate(layers):
+        if len(layer.out_shape) != 3:
+            continue
+        c, h, w = layer.out_shape
+        for size in ((1, 1), (2, 3)):
+            n = 5
+            corner = torch.stack([torch.randint(0, h - size[0] + 1, (n,), generator=g),
+                                  torch.randint(0, w - size[1] + 1, (n,), generator=g)], 1)
+            rows = torch.randint(0, len(x), (n,), generator=g)
+            a = torch.randn(n, c, *size, generator=g, dtype=B.DTYPE)
+            whole = torch.zeros(n, c, h, w, dtype=B.DTYPE)
+            for r in range(n):
+                y0, x0 = corner[r].tolist()
+                whole[r, :, y0:y0 + size[0], x0:x0 + size[1]] = a[r]
+            windowed = B.backward_lower(layers, k, a, rows, relax, lower, upper, corner)
+            expected = B.backward_lower(layers, k, whole, rows, relax, lower, upper)
+            torch.testing.assert_close(windowed, expected, rtol=1e-10, atol=1e-9)
+
+
+def test_crown_through_windows_equals_crown_through_whole_maps():
+    torch.manual_seed(4)
+    layers = B.from_net(Net().eval())
+    x = torch.rand(2, 3, 32, 32, dtype=B.DTYPE)
+    side = torch.tensor([1.0, -1.0], dtype=B.DTYPE)
+    for eps in (0.5 / 255, 2 / 255):
+        torch.testing.assert_close(B.lower_margin(layers, x, side, eps, "crown"),
+                                   B.lower_margin(layers, x, side, eps, "crown", windows=False),
+                                   rtol=1e-10, atol=1e-9)
