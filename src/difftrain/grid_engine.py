@@ -7,7 +7,7 @@ hold. The driver
 1. checks that the grid's commit (HEAD) is on the git remote, which the workers clone;
 2. lists the runs already on the git remote (their experiment refs at this commit) and skips
    them: a grid resumes after the driver dies and can span several sittings;
-3. reproduces the shared stages (``prepare``) once per distinct setting of their parameters in
+3. reproduces the shared stages (``prepare``, ``theory``) once per distinct setting of their parameters in
    a scratch clone beside the data, pushes their outputs and hands their lock entries to the
    workers, which therefore need no copy of CIFAR-10;
 4. submits one task per remaining run asking for ``threads`` CPUs (and a GPU where the cluster
@@ -39,7 +39,10 @@ from difftrain.params import read_yaml
 if TYPE_CHECKING:  # the grid file's types; at run time the engine only calls their methods
     from difftrain.grid import Grid, Run
 
-SHARED_STAGES = ("prepare",)  # reproduced once by the driver; workers pull their outputs
+# Reproduced by the driver once per distinct setting of their parameters; workers pull their
+# outputs: prepare (the only stage that reads the source data) and theory (synthetic, the
+# same in every run of a grid that does not change theory.*: half a minute a run saved)
+SHARED_STAGES = ("prepare", "theory")
 STATE = ".grid"  # per-grid status files (ignored by git and DVC)
 SCRATCH = ".scratch/grid"  # where clones are made on this machine
 
