@@ -215,7 +215,10 @@ def test_a_two_worker_grid_lands_every_run_once_readable_and_restorable_and_a_re
 @pytest.mark.slow
 def test_a_failing_run_lands_nothing_and_is_reported_with_its_log(project):
     grid = write_grid(project, [{"seed": [0]}, {"seed": [1], "train.epochs": [13]}])
+    other = project / ".scratch" / "grid" / "other.abc123" / "run.xyz"  # another driver's clone
+    other.mkdir(parents=True)
     result = run_grid(project, grid, "--workers", "2")
+    assert other.is_dir()  # a driver that ends removes only its own scratch
     assert result.returncode == 1
     assert "boom: 13 epochs is unlucky" in result.stdout
     records = state(project)

@@ -26,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,7 +45,8 @@ if TYPE_CHECKING:  # the grid file's types; at run time the engine only calls th
 # same in every run of a grid that does not change theory.*: half a minute a run saved)
 SHARED_STAGES = ("prepare", "theory")
 STATE = ".grid"  # per-grid status files (ignored by git and DVC)
-SCRATCH = ".scratch/grid"  # where clones are made on this machine
+SCRATCH = ".scratch/grid"  # where clones are made on this machine: a folder per driver in it,
+# so a driver that ends removes its own clones, never those of another grid running beside it
 
 
 def _git(args: list[str], cwd: Path, check: bool = True) -> str:
@@ -180,7 +182,7 @@ class Engine:
         return locks
 
     def _reproduce_shared(self, run: Run, stages: list[str]) -> dict:
-        clone = self.repo / SCRATCH / f"shared-{run.name}"
+        clone = self.scratch / f"shared-{run.name}"
         shutil.rmtree(clone, ignore_errors=True)
         clone.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONPATH": str(clone / "src"),
@@ -235,8 +237,22 @@ class Engine:
         self._save_state(grid, state)
         if not todo:
             return True
-        locks = self.shared_locks(grid, todo)
+        (self.repo / SCRATCH).mkdir(parents=True, exist_ok=True)
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{grid.name}.", dir=self.repo / SCRATCH))
+        try:
+            return self._run(grid, todo, state, address, workers, threads, gpus, attempts)
+        finally:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            for folder in (self.repo / SCRATCH, (self.repo / SCRATCH).parent):
+                try:
+                    folder.rmdir()  # only when empty: no other driver is using it
+                except OSError:
+                    break
 
+    def _run(self, grid, todo, state, address, workers, threads, gpus, attempts) -> bool:
+        import ray
+
+        locks = self.shared_locks(grid, todo)
         address = address or os.environ.get("RAY_ADDRESS") or "local"
         init = {"address": address, "log_to_driver": False}
         if address == "local":  # an embedded cluster of this machine's cores
@@ -248,7 +264,6 @@ class Engine:
             return self._dispatch(grid, todo, locks, state, threads, gpus, attempts)
         finally:
             ray.shutdown()
-            shutil.rmtree(self.repo / SCRATCH, ignore_errors=True)
 
     def _dispatch(self, grid, todo, locks, state, threads, gpus, attempts) -> bool:
         import ray
@@ -266,7 +281,7 @@ class Engine:
         for run in todo:
             spec = {"name": run.name, "commit": self.commit, "git_url": self.git_url,
                     "dvc_remote": self.dvc_remote, "args": run.cli(), "locks": locks[run.name],
-                    "threads": threads, "scratch": str(self.repo / SCRATCH), "fault": fault}
+                    "threads": threads, "scratch": str(self.scratch), "fault": fault}
             pending[task.remote(spec, ledger)] = run
             state["runs"][run.name] = {"status": "queued", "attempts": [],
                                        "overrides": run.overrides}
