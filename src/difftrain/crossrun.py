@@ -126,29 +126,31 @@ def select_setting(table: pd.DataFrame, by: list[str]) -> tuple[pd.DataFrame, st
                     f"{len(table) - len(chosen)} of {len(table)} runs (other losses or settings)")
 
 
-def _model(table: pd.DataFrame, identity: list[str]) -> list[str]:
-    """The columns that name one trained model and its evaluation, the attack budget excepted."""
-    return [k for k in identity if k in table and k not in BUDGET]
+def _by_model(table: pd.DataFrame, identity: list[str]) -> pd.DataFrame | None:
+    """``table`` with a column ``_k`` naming the model of each run (every parameter of
+    ``identity`` but the attack budget), or None where the table cannot tell budgets apart."""
+    key = [k for k in identity if k in table and k not in BUDGET]
+    if not key or not all(b in table for b in BUDGET):
+        return None
+    return table.assign(_k=table[key].astype(str).agg("|".join, axis=1))
 
 
 def one_per_model(table: pd.DataFrame, identity: list[str]) -> pd.DataFrame:
     """Every model once: of runs that differ only in the attack budget, the larger budget."""
-    key = _model(table, identity)
-    if not key or not all(b in table for b in BUDGET):
+    keyed = _by_model(table, identity)
+    if keyed is None:
         return table
-    ordered = table.assign(_k=table[key].astype(str).agg("|".join, axis=1)) \
-        .sort_values(list(BUDGET), kind="stable")
+    ordered = keyed.sort_values(list(BUDGET), kind="stable")
     return ordered.drop_duplicates("_k", keep="last").drop(columns="_k").sort_index()
 
 
 def budget_check(table: pd.DataFrame, identity: list[str]) -> pd.DataFrame:
     """Runs identical but for the attack budget: the worst case at each radius at the smallest
     and the largest budget, their difference and whether it is within ``BUDGET_TOLERANCE``."""
-    key = _model(table, identity)
-    if not key or not all(b in table for b in BUDGET):
+    keyed = _by_model(table, identity)
+    if keyed is None:
         return pd.DataFrame()
     rows = []
-    keyed = table.assign(_k=table[key].astype(str).agg("|".join, axis=1))
     for _, group in keyed.groupby("_k", sort=False):
         if len(group[list(BUDGET)].drop_duplicates()) < 2:
             continue
