@@ -21,13 +21,13 @@ import time
 
 import torch
 
-from difftrain.attack import attack_split
-from difftrain.autoattack_attacks import APGD
-from difftrain.data import load_split, to_float
-from difftrain.foolbox_attacks import PGD, CarliniWagner
-from difftrain.model import TwoLogits, load_checkpoint
-from difftrain.params import load_params
-from difftrain.robustness import accuracy_at, budget_sweep, norm_sweep, stratified
+from difftrain.attacks.attack import attack_split
+from difftrain.attacks.autoattack_attacks import APGD
+from difftrain.data.cifar import load_split, to_float
+from difftrain.attacks.foolbox_attacks import PGD, CarliniWagner
+from difftrain.train.model import TwoLogits, load_checkpoint
+from difftrain.core.params import load_params
+from difftrain.attacks.robustness import accuracy_at, budget_sweep, norm_sweep, stratified
 
 
 def timed(model: TwoLogits, run):

@@ -19,11 +19,11 @@ import time
 import torch
 from pyautoattack import AutoAttack
 
-from difftrain.data import load_splits, to_float
-from difftrain.keys import eps_key
-from difftrain.model import TwoLogits, load_checkpoint
-from difftrain.params import load_params
-from difftrain.robustness import stratified
+from difftrain.data.cifar import load_splits, to_float
+from difftrain.core.keys import eps_key
+from difftrain.train.model import TwoLogits, load_checkpoint
+from difftrain.core.params import load_params
+from difftrain.attacks.robustness import stratified
 
 
 def main():

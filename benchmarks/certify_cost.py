@@ -20,11 +20,11 @@ import time
 import pandas as pd
 import torch
 
-from difftrain import bounds as B
-from difftrain.data import load_splits, to_float
-from difftrain.labels import sign
-from difftrain.model import load_checkpoint
-from difftrain.params import load_params
+from difftrain.certify import bounds as B
+from difftrain.data.cifar import load_splits, to_float
+from difftrain.core.labels import sign
+from difftrain.train.model import load_checkpoint
+from difftrain.core.params import load_params
 
 
 def timed(layers, x, side, eps, method, windows=True):

@@ -8,7 +8,7 @@ DVC cache, inside ``.scratch/grid-bench`` (ignored by git and DVC):
 
 * **queue**: ``dvc exp run --queue`` four times, then ``dvc queue start -j 1`` (above 1 has open
   DVC bugs) until ``dvc queue status`` shows nothing queued or running; torch takes every core.
-* **runner**: ``python -m difftrain.grid run`` with 2 workers of 1 thread each (threads = cores /
+* **runner**: ``difftrain grid run`` with 2 workers of 1 thread each (threads = cores /
   jobs), origin a bare clone, the DVC remote a folder; every run pushed as it finishes.
 
 Prints both wall times (enqueueing and the shared prepare included: a user waits for them too)

@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from difftrain.autoattack_attacks import APGD
-from difftrain.data import load_splits, to_float
-from difftrain.diagnostics import input_gradients
-from difftrain.foolbox_attacks import PGD
-from difftrain.model import TwoLogits, load_checkpoint
-from difftrain.params import PGDParams, load_params
+from difftrain.attacks.autoattack_attacks import APGD
+from difftrain.data.cifar import load_splits, to_float
+from difftrain.attacks.diagnostics import input_gradients
+from difftrain.attacks.foolbox_attacks import PGD
+from difftrain.train.model import TwoLogits, load_checkpoint
+from difftrain.core.params import PGDParams, load_params
 
 # Larger budgets for the paper's PGD, as changes to its parameters (``attack.pgd``).
 BUDGETS = [dict(restarts=10), dict(steps=400), dict(rel_stepsize=0.25),

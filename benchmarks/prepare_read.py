@@ -10,7 +10,7 @@ import time
 import torch
 from torchvision import datasets, transforms
 
-from difftrain.data import SPLITS, read_source
+from difftrain.data.cifar import SPLITS, read_source
 
 
 def time_ours(root, classes):

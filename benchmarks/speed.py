@@ -32,15 +32,15 @@ import time
 import torch
 from torch import nn
 
-import difftrain.attack as attack_module
-import difftrain.autoattack_attacks as aa
-from difftrain.attack import attack_split
-from difftrain.data import load_split, to_float
-from difftrain.model import MaxPool2x2, Net, TwoLogits, load_checkpoint
-from difftrain.objectives import OBJECTIVES
-from difftrain.params import load_params
-from difftrain.robustness import stratified
-from difftrain.train import EVAL_BATCH, channel_stats, make_optimizer, raw_scores, train_epoch
+import difftrain.attacks.attack as attack_module
+import difftrain.attacks.autoattack_attacks as aa
+from difftrain.attacks.attack import attack_split
+from difftrain.data.cifar import load_split, to_float
+from difftrain.train.model import MaxPool2x2, Net, TwoLogits, load_checkpoint
+from difftrain.train.objectives import OBJECTIVES
+from difftrain.core.params import load_params
+from difftrain.attacks.robustness import stratified
+from difftrain.train.trainer import EVAL_BATCH, channel_stats, make_optimizer, raw_scores, train_epoch
 
 OLD_EVAL_BATCH = 4096  # the trainer's evaluation batch at ae3c606
 

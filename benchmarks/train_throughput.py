@@ -16,14 +16,14 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from difftrain import pairs
-from difftrain.data import Split, load_split, to_float
-from difftrain.labels import is_x
-from difftrain.model import Net
-from difftrain.objectives import OBJECTIVES
-from difftrain.params import parse_params
-from difftrain.runtime import resolve_device
-from difftrain.train import channel_stats, make_optimizer, train_epoch
+from difftrain.data import pairs
+from difftrain.data.cifar import Split, load_split, to_float
+from difftrain.core.labels import is_x
+from difftrain.train.model import Net
+from difftrain.train.objectives import OBJECTIVES
+from difftrain.core.params import parse_params
+from difftrain.core.runtime import resolve_device
+from difftrain.train.trainer import channel_stats, make_optimizer, train_epoch
 
 
 class PerImage(Dataset):

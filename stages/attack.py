@@ -4,14 +4,14 @@ import _env  # noqa: F401  (one line, not a traceback, without the project's env
 
 import pandas as pd
 
-from difftrain.attack import attack_splits
-from difftrain.cli import run_stage
-from difftrain.data import load_splits, splits_sha256
-from difftrain.io import Outputs, ensure_writable
-from difftrain.model import load_checkpoint, model_config
-from difftrain.provenance import inherited
-from difftrain.robustness import MUST_HOLD, stratified
-from difftrain.runtime import resolve_device, seed_everything
+from difftrain.attacks.attack import attack_splits
+from difftrain.core.cli import run_stage
+from difftrain.data.cifar import load_splits, splits_sha256
+from difftrain.core.io import Outputs, ensure_writable
+from difftrain.train.model import load_checkpoint, model_config
+from difftrain.core.provenance import inherited
+from difftrain.attacks.robustness import MUST_HOLD, stratified
+from difftrain.core.runtime import resolve_device, seed_everything
 
 
 OUTPUTS = ["plots/attack", "data/attack/per_image.csv", "metrics/attack.json"]

@@ -7,15 +7,15 @@ import math
 import pandas as pd
 import torch
 
-from difftrain.certify import certify_split
-from difftrain.cli import run_stage
-from difftrain.data import load_splits, splits_sha256
-from difftrain.errors import DataError
-from difftrain.io import Outputs, ensure_writable
-from difftrain.keys import eps_key
-from difftrain.model import load_checkpoint, model_config
-from difftrain.plots import read_table
-from difftrain.provenance import inherited
+from difftrain.certify.cascade import certify_split
+from difftrain.core.cli import run_stage
+from difftrain.data.cifar import load_splits, splits_sha256
+from difftrain.core.errors import DataError
+from difftrain.core.io import Outputs, ensure_writable
+from difftrain.core.keys import eps_key
+from difftrain.train.model import load_checkpoint, model_config
+from difftrain.report.plots import read_table
+from difftrain.core.provenance import inherited
 
 OUTPUTS = ["plots/certify", "data/certify/per_image.csv", "metrics/certify.json"]
 PER_IMAGE = "data/attack/per_image.csv"

@@ -2,12 +2,12 @@
 
 import _env  # noqa: F401  (one line, not a traceback, without the project's environment)
 
-from difftrain import features
-from difftrain.cli import run_stage
-from difftrain.data import load_splits, splits_sha256
-from difftrain.io import Outputs, ensure_writable
-from difftrain.model import load_checkpoint, model_config
-from difftrain.provenance import inherited
+from difftrain.mechanism import features
+from difftrain.core.cli import run_stage
+from difftrain.data.cifar import load_splits, splits_sha256
+from difftrain.core.io import Outputs, ensure_writable
+from difftrain.train.model import load_checkpoint, model_config
+from difftrain.core.provenance import inherited
 
 OUTPUTS = ["plots/features", "metrics/features.json"]
 

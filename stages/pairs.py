@@ -2,12 +2,12 @@
 
 import _env  # noqa: F401  (one line, not a traceback, without the project's environment)
 
-from difftrain import pairs
-from difftrain.cli import run_stage
-from difftrain.data import load_split
-from difftrain.io import Outputs, ensure_writable
-from difftrain.objectives import OBJECTIVES
-from difftrain.provenance import inherited
+from difftrain.data import pairs
+from difftrain.core.cli import run_stage
+from difftrain.data.cifar import load_split
+from difftrain.core.io import Outputs, ensure_writable
+from difftrain.train.objectives import OBJECTIVES
+from difftrain.core.provenance import inherited
 
 OUTPUTS = [pairs.INDEX_PATH, "metrics/pairs.json"]
 

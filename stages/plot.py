@@ -4,10 +4,10 @@ import _env  # noqa: F401  (one line, not a traceback, without the project's env
 
 from pathlib import Path
 
-from difftrain import plots as P
-from difftrain.cli import run_stage
-from difftrain.io import Outputs, ensure_writable, read_json
-from difftrain.provenance import inherited
+from difftrain.report import plots as P
+from difftrain.core.cli import run_stage
+from difftrain.core.io import Outputs, ensure_writable, read_json
+from difftrain.core.provenance import inherited
 
 ACCURACY = ["attack", "split", "eps", "accuracy"]
 OUTPUTS = ["plots/figures", "metrics/summary.json"]

@@ -2,10 +2,10 @@
 
 import _env  # noqa: F401  (one line, not a traceback, without the project's environment)
 
-from difftrain.cli import run_stage
-from difftrain.data import IMAGE_SUFFIXES, prepare, skipped_files, splits_sha256, tensor_sha256
-from difftrain.io import Outputs, ensure_writable, git_revision
-from difftrain.provenance import data_provenance
+from difftrain.core.cli import run_stage
+from difftrain.data.cifar import IMAGE_SUFFIXES, prepare, skipped_files, splits_sha256, tensor_sha256
+from difftrain.core.io import Outputs, ensure_writable, git_revision
+from difftrain.core.provenance import data_provenance
 
 OUTPUTS = ["data/prepared/train.safetensors", "data/prepared/test.safetensors",
            "data/prepared/provenance.json", "metrics/prepare.json"]

@@ -2,9 +2,10 @@
 
 import _env  # noqa: F401  (one line, not a traceback, without the project's environment)
 
-from difftrain import plots, theory
-from difftrain.cli import run_stage
-from difftrain.io import Outputs, ensure_writable, git_revision
+from difftrain.report import plots
+from difftrain.mechanism import theory
+from difftrain.core.cli import run_stage
+from difftrain.core.io import Outputs, ensure_writable, git_revision
 
 OUTPUTS = ["plots/theory", "plots/theory_figures", "metrics/theory.json"]
 

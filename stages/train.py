@@ -6,14 +6,14 @@ from dataclasses import asdict
 
 from dvclive import Live
 
-from difftrain import pairs
-from difftrain.cli import run_stage
-from difftrain.data import load_splits, splits_sha256
-from difftrain.io import Outputs, ensure_writable
-from difftrain.model import CHECKPOINT, checkpoint, model_config
-from difftrain.objectives import OBJECTIVES
-from difftrain.provenance import inherited
-from difftrain.train import fit
+from difftrain.data import pairs
+from difftrain.core.cli import run_stage
+from difftrain.data.cifar import load_splits, splits_sha256
+from difftrain.core.io import Outputs, ensure_writable
+from difftrain.train.model import CHECKPOINT, checkpoint, model_config
+from difftrain.train.objectives import OBJECTIVES
+from difftrain.core.provenance import inherited
+from difftrain.train.trainer import fit
 
 OUTPUTS = [CHECKPOINT, "metrics/train.json", "dvclive/train"]
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from difftrain.params import CIFAR10_CLASSES
+from difftrain.core.params import CIFAR10_CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,14 +1,14 @@
 import pytest
 import torch
 
-from difftrain import robustness as R
-from difftrain.data import prepare, to_float
-from difftrain.errors import ParamsError
-from difftrain.foolbox_attacks import PGD, CarliniWagner, foolbox_model
-from difftrain.labels import predict
-from difftrain.model import TwoLogits
-from difftrain.params import CWParams, DataParams, PGDParams, parse_params
-from difftrain.train import fit
+from difftrain.attacks import robustness as R
+from difftrain.data.cifar import prepare, to_float
+from difftrain.core.errors import ParamsError
+from difftrain.attacks.foolbox_attacks import PGD, CarliniWagner, foolbox_model
+from difftrain.core.labels import predict
+from difftrain.train.model import TwoLogits
+from difftrain.core.params import CWParams, DataParams, PGDParams, parse_params
+from difftrain.train.trainer import fit
 
 from conftest import make_image_folder
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from difftrain.io import read_tensors, tensor_bytes
+from difftrain.core.io import read_tensors, tensor_bytes
 
 from conftest import REPO, make_batches, make_image_folder, run_stage
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from difftrain import bounds as B
-from difftrain.model import Net
+from difftrain.certify import bounds as B
+from difftrain.train.model import Net
 
 METHODS = B.METHODS
 

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from difftrain import bounds as B
-from difftrain.certify import certify_split
-from difftrain.labels import sign
-from difftrain.model import Net
-from difftrain.params import CertifyParams, parse_params
+from difftrain.certify import bounds as B
+from difftrain.certify.cascade import certify_split
+from difftrain.core.labels import sign
+from difftrain.train.model import Net
+from difftrain.core.params import CertifyParams, parse_params
 
 GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 

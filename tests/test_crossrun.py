@@ -5,8 +5,9 @@ import math
 import pandas as pd
 import pytest
 
-from difftrain import crossrun, study
-from difftrain.errors import DataError
+from difftrain.report import crossrun
+from difftrain.report import study
+from difftrain.core.errors import DataError
 
 
 def run(classes, loss, seed=0, worst4=0.5, components=10.0, ratio=0.5, margin=0.01, clean=0.9):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from difftrain.data import detect_source, load_split, prepare
-from difftrain.errors import DataError
-from difftrain.params import DataParams
+from difftrain.data.cifar import detect_source, load_split, prepare
+from difftrain.core.errors import DataError
+from difftrain.core.params import DataParams
 
 from conftest import make_batches, make_image_folder, read_batches, run_stage, write_params
 

@@ -20,23 +20,30 @@ PACKAGE = REPO / "src" / "difftrain"
 # Modules that cannot change a result, so editing them need not rerun a stage. Everything that
 # computes, validates or defaults a value must be a dependency.
 NOT_DEPENDENCIES = {
-    "src/difftrain/__init__.py": "package marker and version string",
-    "src/difftrain/errors.py": "error types: only the wording of failures",
-    "src/difftrain/io.py": "how outputs are stored (atomic, safetensors, strict JSON), not what they say",
-    "src/difftrain/provenance.py": "records where data and code came from, computes nothing",
-    "src/difftrain/cli.py": "the stage entry point: load params, print errors",
+    **{str(f.relative_to(REPO)): "package marker: a docstring (and the version), no code"
+       for f in PACKAGE.rglob("__init__.py")},
+    "src/difftrain/core/errors.py": "error types: only the wording of failures",
+    "src/difftrain/core/io.py": "how outputs are stored (atomic, safetensors, strict JSON), not what they say",
+    "src/difftrain/core/provenance.py": "records where data and code came from, computes nothing",
+    "src/difftrain/core/cli.py": "the stage entry point: load params, print errors",
 }
 
 
-def _module_file(name: str) -> Path | None:
-    """The file of a difftrain module name ('difftrain.data'), or None if not one."""
+def _module_files(name: str) -> set[Path]:
+    """The files a difftrain module name runs when imported ('difftrain.data.cifar': the package
+    markers difftrain/__init__.py and data/__init__.py, then data/cifar.py); empty if not one."""
     if name != "difftrain" and not name.startswith("difftrain."):
-        return None
-    parts = name.split(".")[1:]
-    if not parts:
-        return PACKAGE / "__init__.py"
-    path = PACKAGE.joinpath(*parts)
-    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
+        return set()
+    parts, files = name.split(".")[1:], {PACKAGE / "__init__.py"}
+    for depth in range(1, len(parts) + 1):
+        path = PACKAGE.joinpath(*parts[:depth])
+        if (path / "__init__.py").is_file():
+            files.add(path / "__init__.py")
+        elif path.with_suffix(".py").is_file():
+            files.add(path.with_suffix(".py"))
+        else:
+            break  # a name inside a module ("difftrain.core.io.read_json")
+    return files
 
 
 def imported_files(path: Path) -> set[Path]:
@@ -51,11 +58,7 @@ def imported_files(path: Path) -> set[Path]:
         else:
             continue
         for name in names:
-            if name.startswith("difftrain"):
-                out.add(PACKAGE / "__init__.py")  # importing any submodule runs the package
-            file = _module_file(name)
-            if file is not None:
-                out.add(file)
+            out |= _module_files(name)
     return out
 
 
@@ -98,23 +101,35 @@ def test_every_module_a_stage_reaches_is_a_dependency(stage):
 
 def test_a_removed_dependency_is_caught():
     spec = copy.deepcopy(STAGES["attack"])
-    spec["deps"].remove("src/difftrain/data.py")  # imported by the stage and by attack.py
+    spec["deps"].remove("src/difftrain/data/cifar.py")  # imported by the stage and by attacks/attack.py
     assert problems("attack", spec) == [
-        "dvc.yaml stage attack imports but does not depend on ['src/difftrain/data.py']"]
+        "dvc.yaml stage attack imports but does not depend on ['src/difftrain/data/cifar.py']"]
     spec = copy.deepcopy(STAGES["plot"])
-    spec["deps"].append("src/difftrain/train.py")
-    assert "never imports: ['src/difftrain/train.py']" in problems("plot", spec)[0]
+    spec["deps"].append("src/difftrain/train/trainer.py")
+    assert "never imports: ['src/difftrain/train/trainer.py']" in problems("plot", spec)[0]
 
 
 def test_the_follower_sees_a_removed_dependency(tmp_path):
     """The check itself: the train stage reaches the objectives through train.py and params.py."""
-    assert {"src/difftrain/objectives.py", "src/difftrain/geometry.py", "src/difftrain/params.py",
-            "src/difftrain/data.py"} <= reached(REPO / "stages" / "train.py")
+    assert {"src/difftrain/train/objectives.py", "src/difftrain/core/geometry.py", "src/difftrain/core/params.py",
+            "src/difftrain/data/cifar.py"} <= reached(REPO / "stages" / "train.py")
     script = tmp_path / "stage.py"
-    script.write_text("def main():\n    from difftrain.labels import predict\n")
-    assert reached(script) == {"src/difftrain/__init__.py", "src/difftrain/labels.py"}
+    script.write_text("def main():\n    from difftrain.core.labels import predict\n")
+    assert reached(script) == {"src/difftrain/__init__.py", "src/difftrain/core/__init__.py",
+                               "src/difftrain/core/labels.py"}
 
 
 def test_exempt_modules_exist_and_compute_nothing_a_stage_reports():
     for name in NOT_DEPENDENCIES:
         assert (REPO / name).is_file(), name
+
+
+def test_package_markers_hold_no_code():
+    """The package markers are exempt above only because they compute nothing: a docstring and
+    at most ``__version__``. An import or a function in one would change what every stage runs."""
+    for marker in PACKAGE.rglob("__init__.py"):
+        body = ast.parse(marker.read_text()).body
+        assert isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), marker
+        for node in body[1:]:
+            assert isinstance(node, ast.Assign) and [t.id for t in node.targets] == ["__version__"], (
+                f"{marker.relative_to(REPO)}: line {node.lineno} is code, not a docstring")

@@ -6,15 +6,15 @@ import math
 import pytest
 import torch
 
-from difftrain import robustness as R
-from difftrain.attack import attack_split
-from difftrain.autoattack_attacks import APGD, FAB, Square
-from difftrain.data import prepare, to_float
-from difftrain.errors import ParamsError
-from difftrain.foolbox_attacks import CarliniWagner
-from difftrain.model import Net, TwoLogits
-from difftrain.params import APGDParams, CWParams, DataParams, FABParams, SquareParams, parse_params
-from difftrain.train import fit
+from difftrain.attacks import robustness as R
+from difftrain.attacks.attack import attack_split
+from difftrain.attacks.autoattack_attacks import APGD, FAB, Square
+from difftrain.data.cifar import prepare, to_float
+from difftrain.core.errors import ParamsError
+from difftrain.attacks.foolbox_attacks import CarliniWagner
+from difftrain.train.model import Net, TwoLogits
+from difftrain.core.params import APGDParams, CWParams, DataParams, FABParams, SquareParams, parse_params
+from difftrain.train.trainer import fit
 
 from conftest import make_image_folder
 

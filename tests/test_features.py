@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from difftrain import features as F
+from difftrain.mechanism import features as F
 
 def test_rank_metrics_of_rank_two_features_with_tiny_noise():
     g = torch.Generator().manual_seed(0)

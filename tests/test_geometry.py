@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from difftrain import features as F
-from difftrain import geometry as G
-from difftrain.theory import affine_data
+from difftrain.mechanism import features as F
+from difftrain.core import geometry as G
+from difftrain.mechanism.theory import affine_data
 
 
 def _toy():

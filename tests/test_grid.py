@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from difftrain import grid as G
-from difftrain.errors import ParamsError
+from difftrain.runs import grid as G
+from difftrain.core.errors import ParamsError
 
 from conftest import REPO, sh
 
@@ -122,7 +122,7 @@ def test_paper_grid_lists_the_readme_sixteen_runs():
 def test_pairs_grid_holds_all_45_unordered_pairs_with_both_losses():
     import itertools
 
-    from difftrain.params import CIFAR10_CLASSES
+    from difftrain.core.params import CIFAR10_CLASSES
 
     base = yaml.safe_load((REPO / "params.yaml").read_text())
     grid = G.load(REPO / "grids" / "pairs.yaml", base)
@@ -172,6 +172,7 @@ def test_the_same_run_from_two_blocks_is_one_experiment_and_names_hash_every_par
 # --- the runner on loopback ---------------------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.ci  # heavy end-to-end: .ci/run runs it, make test does not
 def test_a_two_worker_grid_lands_every_run_once_readable_and_restorable_and_a_rerun_runs_nothing(
         project, tmp_path):
     grid = write_grid(project, [{"loss": ["cross_entropy", "differential"], "seed": [0, 1]},
@@ -241,11 +242,12 @@ def test_a_crash_between_the_data_push_and_the_ref_push_publishes_nothing_and_th
 
 
 @pytest.mark.slow
+@pytest.mark.ci  # heavy end-to-end: .ci/run runs it, make test does not
 def test_a_node_removed_mid_run_loses_nothing_and_its_retry_is_recorded(project, monkeypatch):
     import ray
     from ray.cluster_utils import Cluster
 
-    from difftrain.grid_engine import Engine
+    from difftrain.runs.grid_engine import Engine
 
     monkeypatch.setenv("GRID_TEST_SLEEP", "6")  # long enough to remove a node mid-run
     monkeypatch.chdir(project)

@@ -5,8 +5,8 @@ import pytest
 import torch
 import yaml
 
-from difftrain import io
-from difftrain.errors import DataError
+from difftrain.core import io
+from difftrain.core.errors import DataError
 
 from conftest import REPO
 

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from difftrain import objectives as losses
-from difftrain.geometry import eq5_bias
+from difftrain.train import objectives as losses
+from difftrain.core.geometry import eq5_bias
 
 
 def test_differential_matches_hand_computed_value():

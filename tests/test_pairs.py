@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from difftrain import pairs
-from difftrain.data import tensor_sha256
-from difftrain.io import tensor_bytes
-from difftrain.errors import DataError
-from difftrain.params import PairsParams
+from difftrain.data import pairs
+from difftrain.data.cifar import tensor_sha256
+from difftrain.core.io import tensor_bytes
+from difftrain.core.errors import DataError
+from difftrain.core.params import PairsParams
 
 
 def _labels(nx, ny, seed=0):

@@ -1,7 +1,7 @@
 import pytest
 
-from difftrain.errors import ParamsError
-from difftrain.params import Params, load_params, parse_params
+from difftrain.core.errors import ParamsError
+from difftrain.core.params import Params, load_params, parse_params
 
 from conftest import REPO
 
@@ -74,7 +74,7 @@ TRICKY = ["seed: 010", "seed: 1:00", "seed: 0o17", "seed: 0x1F", "train:\n  lr: 
 def test_params_are_read_exactly_as_dvc_reads_them(text):
     from dvc.utils.serialize import parse_yaml
 
-    from difftrain.params import read_yaml
+    from difftrain.core.params import read_yaml
 
     assert read_yaml(text, "params.yaml") == parse_yaml(text, "params.yaml")
 

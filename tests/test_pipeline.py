@@ -77,6 +77,7 @@ def test_a_stage_refuses_a_model_from_other_params(project):
     assert "train.lr: file has 0.001, params.yaml has 0.005" in result.stderr
 
 
+@pytest.mark.ci  # heavy end-to-end: .ci/run runs it, make test does not
 def test_queued_grid_comparison_and_study(tmp_path):
     """The README's workflows, command by command: a queued grid of two, DVC's comparisons, the
     compare figure, and the study reproducing a table from the experiments alone."""

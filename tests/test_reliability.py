@@ -28,6 +28,7 @@ def digests(repo: Path) -> dict[str, str]:
     return out
 
 
+@pytest.mark.ci  # heavy end-to-end: .ci/run runs it, make test does not
 def test_push_then_pull_in_a_fresh_clone_restores_every_output(tmp_path):
     repo = make_project(tmp_path / "project")
     remote = tmp_path / "remote"
@@ -48,6 +49,7 @@ def test_push_then_pull_in_a_fresh_clone_restores_every_output(tmp_path):
     assert "Running stage" not in rerun, rerun
 
 
+@pytest.mark.ci  # heavy end-to-end: .ci/run runs it, make test does not
 def test_a_stage_killed_mid_run_leaves_nothing_finished_and_repro_recovers(tmp_path):
     repo = make_project(tmp_path / "project")
     set_params(repo, train={"epochs": 400, "batch_size": 8, "lr": 0.001},
@@ -73,6 +75,7 @@ def test_a_stage_killed_mid_run_leaves_nothing_finished_and_repro_recovers(tmp_p
     assert "up to date" in sh("dvc", "status", cwd=repo).lower()
 
 
+@pytest.mark.ci  # heavy end-to-end: .ci/run runs it, make test does not
 def test_two_runs_give_byte_identical_outputs_except_timings_and_a_rerun_upstream_reruns_nothing(tmp_path):
     repo = make_project(tmp_path / "project")
     sh("dvc", "repro", cwd=repo)

@@ -7,15 +7,15 @@ import torch
 from pyautoattack.fab_pt import FABAttack_PT
 from torch import nn
 
-from difftrain import robustness as R
-from difftrain.attack import attack_split, attack_splits
-from difftrain.autoattack_attacks import _BinaryFAB
-from difftrain.data import prepare, to_float
-from difftrain.foolbox_attacks import PGD, SATURATION
-from difftrain.model import MaxPool2x2, Net, TwoLogits
-from difftrain.params import DataParams, PGDParams, parse_params
-from difftrain.runtime import side_by_side
-from difftrain.train import fit, raw_scores
+from difftrain.attacks import robustness as R
+from difftrain.attacks.attack import attack_split, attack_splits
+from difftrain.attacks.autoattack_attacks import _BinaryFAB
+from difftrain.data.cifar import prepare, to_float
+from difftrain.attacks.foolbox_attacks import PGD, SATURATION
+from difftrain.train.model import MaxPool2x2, Net, TwoLogits
+from difftrain.core.params import DataParams, PGDParams, parse_params
+from difftrain.core.runtime import side_by_side
+from difftrain.train.trainer import fit, raw_scores
 
 from conftest import make_image_folder
 
@@ -153,10 +153,10 @@ def test_splits_attacked_side_by_side_give_the_numbers_of_one_after_the_other(ti
         pytest.skip("one thread: splits run one after the other")
     net, splits, params = tiny
     chosen = {name: torch.arange(8) for name in splits}
-    monkeypatch.setattr("difftrain.attack.SIDE_BY_SIDE_MIN_IMAGES", 1)
+    monkeypatch.setattr("difftrain.attacks.attack.SIDE_BY_SIDE_MIN_IMAGES", 1)
     parallel = attack_splits(copy.deepcopy(net), splits, chosen, params.attack, 8.0,
                              torch.device("cpu"), progress=False)
-    monkeypatch.setattr("difftrain.attack.SIDE_BY_SIDE_MIN_IMAGES", 10**9)
+    monkeypatch.setattr("difftrain.attacks.attack.SIDE_BY_SIDE_MIN_IMAGES", 10**9)
     serial = attack_splits(copy.deepcopy(net), splits, chosen, params.attack, 8.0,
                            torch.device("cpu"), progress=False)
     for a, b in zip(parallel, serial):

@@ -5,8 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from difftrain import study
-from difftrain.errors import DataError
+from difftrain.report import study
+from difftrain.core.errors import DataError
 
 
 def _row(name, loss, epochs, seed, worst, eps=0.0, classes="airplane/horse", headline=8.0,
@@ -132,7 +132,7 @@ def test_the_markdown_table_shows_mean_and_seed_range_in_percent_and_counts_flag
 
 
 def test_compare_says_an_experiment_failed_instead_of_a_dvc_error(monkeypatch):
-    from difftrain import compare
+    from difftrain.report import compare
 
     def no_file(*args, **kwargs):
         raise FileNotFoundError("no such file in the experiment")

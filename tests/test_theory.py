@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from difftrain import geometry as G
-from difftrain import theory as T
-from difftrain.geometry import eq5_bias
+from difftrain.core import geometry as G
+from difftrain.mechanism import theory as T
+from difftrain.core.geometry import eq5_bias
 
 C, MAX_ITER = 1e6, 1_000_000  # the theory stage's defaults (theory.svm_C, theory.svm_max_iter)
 

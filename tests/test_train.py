@@ -3,12 +3,12 @@ import json
 import pytest
 import torch
 
-from difftrain import pairs
-from difftrain.data import prepare
-from difftrain.errors import CheckpointError, DataError, DivergenceError
-from difftrain.model import FEATURE_DIM, Net, checkpoint, load_checkpoint, model_config
-from difftrain.params import DataParams, parse_params
-from difftrain.train import fit, raw_scores
+from difftrain.data import pairs
+from difftrain.data.cifar import prepare
+from difftrain.core.errors import CheckpointError, DataError, DivergenceError
+from difftrain.train.model import FEATURE_DIM, Net, checkpoint, load_checkpoint, model_config
+from difftrain.core.params import DataParams, parse_params
+from difftrain.train.trainer import fit, raw_scores
 
 from conftest import make_image_folder, run_stage, write_params
 

@@ -1,0 +1,302 @@
+"""The verdict across runs: `difftrain study --all --by classes --out docs/pairs/pairs.png`.
+
+One class pair is one test of the paper; many pairs, and the runs of both losses across them, test
+its claims as claims *across models*. From the study's table of runs alone:
+
+* ``pairs_table``: per class pair, cross-entropy and differential training (eq. 7) side by side
+  (seeds averaged where there are several): clean test accuracy, the paper's PGD and the worst
+  case over all attacks at 2, 4 and 8/255, PCA components for 99% of the feature variance, the
+  head's margin over the SVM optimum and the median first-order input-space margin; and per pair
+  whether each claim of the paper holds there (``CLAIMS``).
+* ``paired_tests``: per radius, differential minus CE worst-case test accuracy across pairs, with
+  the Wilcoxon signed-rank test (scipy; two-sided, zero differences dropped as Wilcoxon's original
+  test does) and its p-value. Pairs, not runs, are the unit: the two losses see the same images.
+* ``correlations``: across every run (pairs x losses, plus any other run passed in), Spearman's
+  rho of the worst-case test accuracy at 4/255 with each mechanism the paper names, beside the
+  sign the paper predicts (more components, a larger margin: more robust, so rho > 0) and
+  whether the measurement agrees (the sign matches and p < 0.05). A model attacked at two
+  budgets counts once (its larger budget).
+* ``budget_check``: runs that differ only in the attack budget (``attack.n_train``,
+  ``attack.n_test``: how many images are attacked) side by side, the check that a sweep's
+  reduced budget moves the worst case by at most a point (``BUDGET_TOLERANCE``).
+
+The per-pair table and tests use the runs of one setting: where the CE and differential runs
+differ in more than the class pair, the loss and the seeds (another budget, training length,
+adversarial training), the setting with the most class pairs is used and the rest is named.
+
+Figures and tables go beside ``--out``: the scatter of robustness against each mechanism,
+``<stem>_by_pair.png`` (both losses per pair, pairs ordered by CE clean accuracy), the CSVs
+``<stem>_pairs.csv``, ``<stem>_tests.csv``, ``<stem>_correlations.csv``, ``<stem>_budget.csv``
+and all of them as Markdown in ``<stem>.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from difftrain.core.errors import DataError  # noqa: E402
+from difftrain.report.plots import save_figure  # noqa: E402
+
+RADII = (2, 4, 8)  # /255: the radii compared across runs (the study reads them per run)
+CLASSES, LOSS = "data.classes", "loss"
+CE, DIFF = "cross_entropy", "differential"
+HEADLINE = 4  # the correlations' radius (/255): robust accuracies there are neither 0 nor clean
+BUDGET = ("attack.n_train", "attack.n_test")  # how many images are attacked, not the model
+BUDGET_TOLERANCE = 0.01  # a reduced budget is valid where the worst case moves by at most this
+MEASURES = ["clean_test_accuracy", *[f"{kind}_test_eps{r}" for r in RADII
+                                     for kind in ("paper", "worst")],
+            "components_99", "margin_ratio", "first_order_margin_test"]
+# mechanism -> (label, the sign of rho the paper predicts, and why)
+MECHANISMS = {
+    "components_99": ("PCA components for 99% of feature variance", +1,
+                      "low-rank features -> adversarial examples (Fig. 2)"),
+    "margin_ratio": ("head margin / SVM optimum", +1,
+                     "a poor feature-space margin -> adversarial examples (Theorem 1)"),
+    "first_order_margin_test": ("median first-order input margin (test)", +1,
+                                "a small input-space margin is an adversarial example"),
+}
+# claim -> (what it says, a function of one pair's CE and differential rows saying if it holds)
+CLAIMS = {
+    "similar_clean_accuracy": ("differential training keeps clean test accuracy (within 2 points)",
+                               lambda ce, df: abs(df["clean_test_accuracy"] - ce["clean_test_accuracy"]) <= 0.02),
+    "ce_lower_rank": ("CE features need fewer PCA components for 99% than differential (Fig. 2)",
+                      lambda ce, df: ce["components_99"] < df["components_99"]),
+    "ce_poorer_margin": ("CE's head margin is further from the SVM optimum (Theorem 1)",
+                         lambda ce, df: ce["margin_ratio"] < df["margin_ratio"]),
+    **{f"differential_more_robust_eps{r}": (
+        f"differential is more robust under the worst case at {r}/255 (Figs. 4, 5)",
+        lambda ce, df, r=r: df[f"worst_test_eps{r}"] > ce[f"worst_test_eps{r}"]) for r in RADII},
+}
+
+
+def pairs_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per class pair that has both a CE and a differential run (means over seeds)."""
+    for column in (CLASSES, LOSS):
+        if column not in table:
+            raise DataError(f"the experiments have no parameter {column!r}")
+    runs = table[table[LOSS].isin([CE, DIFF])]
+    means = runs.groupby([CLASSES, LOSS])[MEASURES].mean()
+    seeds = runs.groupby([CLASSES, LOSS]).size()
+    rows = []
+    for pair in sorted(runs[CLASSES].unique()):
+        if (pair, CE) not in means.index or (pair, DIFF) not in means.index:
+            continue
+        ce, df = means.loc[(pair, CE)], means.loc[(pair, DIFF)]
+        row = {"classes": pair, "seeds": int(min(seeds[(pair, CE)], seeds[(pair, DIFF)]))}
+        for measure in MEASURES:
+            row[f"ce_{measure}"], row[f"diff_{measure}"] = ce[measure], df[measure]
+        for claim, (_, holds) in CLAIMS.items():
+            row[claim] = bool(holds(ce, df))
+        rows.append(row)
+    if not rows:
+        raise DataError("no class pair has both a cross_entropy and a differential run: the "
+                        "cross-run analysis compares the two losses per pair")
+    return pd.DataFrame(rows)
+
+
+def select_setting(table: pd.DataFrame, by: list[str]) -> tuple[pd.DataFrame, str | None]:
+    """The CE and differential runs of the one setting (every parameter of ``by``, the ones that
+    differ between the runs, except the class pair and the loss) that has the most class pairs
+    with both losses; and a line naming the setting and what was left out (None when every run
+    is of one setting)."""
+    runs = table[table[LOSS].isin([CE, DIFF])] if LOSS in table else table
+    other = [k for k in by if k not in (CLASSES, LOSS) and k in runs
+             and runs[k].astype(str).nunique() > 1]
+    if not other:
+        return runs, None
+
+    def both(group: pd.DataFrame) -> int:
+        losses = group.groupby(CLASSES)[LOSS].nunique() if CLASSES in group else pd.Series()
+        return int((losses == 2).sum())
+
+    groups = list(runs.groupby(other, sort=True, dropna=False))
+    values, chosen = max(groups, key=lambda kv: (both(kv[1]), len(kv[1])))
+    values = values if isinstance(values, tuple) else (values,)
+    setting = ", ".join(f"{k}={v}" for k, v in zip(other, values))
+    return chosen, (f"per-pair table of the setting {setting} ({both(chosen)} pairs); left out "
+                    f"{len(table) - len(chosen)} of {len(table)} runs (other losses or settings)")
+
+
+def _by_model(table: pd.DataFrame, identity: list[str]) -> pd.DataFrame | None:
+    """``table`` with a column ``_k`` naming the model of each run (every parameter of
+    ``identity`` but the attack budget), or None where the table cannot tell budgets apart."""
+    key = [k for k in identity if k in table and k not in BUDGET]
+    if not key or not all(b in table for b in BUDGET):
+        return None
+    return table.assign(_k=table[key].astype(str).agg("|".join, axis=1))
+
+
+def one_per_model(table: pd.DataFrame, identity: list[str]) -> pd.DataFrame:
+    """Every model once: of runs that differ only in the attack budget, the larger budget."""
+    keyed = _by_model(table, identity)
+    if keyed is None:
+        return table
+    ordered = keyed.sort_values(list(BUDGET), kind="stable")
+    return ordered.drop_duplicates("_k", keep="last").drop(columns="_k").sort_index()
+
+
+def budget_check(table: pd.DataFrame, identity: list[str]) -> pd.DataFrame:
+    """Runs identical but for the attack budget: the worst case at each radius at the smallest
+    and the largest budget, their difference and whether it is within ``BUDGET_TOLERANCE``."""
+    keyed = _by_model(table, identity)
+    if keyed is None:
+        return pd.DataFrame()
+    rows = []
+    for _, group in keyed.groupby("_k", sort=False):
+        if len(group[list(BUDGET)].drop_duplicates()) < 2:
+            continue
+        group = group.sort_values(list(BUDGET), kind="stable")
+        small, large = group.iloc[0], group.iloc[-1]
+        row = {"classes": small.get(CLASSES), "loss": small.get(LOSS),
+               "reduced": small["experiment"], "default": large["experiment"],
+               "n_test_reduced": small["attack.n_test"], "n_test_default": large["attack.n_test"]}
+        for r in RADII:
+            column = f"worst_test_eps{r}"
+            row[f"reduced_eps{r}"], row[f"default_eps{r}"] = small[column], large[column]
+            row[f"difference_eps{r}"] = small[column] - large[column]
+        row["within_tolerance"] = bool(all(abs(row[f"difference_eps{r}"]) <= BUDGET_TOLERANCE + 1e-12
+                                           for r in RADII))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_tests(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Differential minus CE worst-case test accuracy across pairs, per radius: the median and
+    mean difference, how many pairs went each way, and Wilcoxon's signed-rank p-value (NaN with
+    fewer than two non-zero differences, where the test says nothing)."""
+    rows = []
+    for r in RADII:
+        diff = (pairs[f"diff_worst_test_eps{r}"] - pairs[f"ce_worst_test_eps{r}"]).dropna()
+        nonzero = diff[diff != 0]
+        if len(nonzero) >= 2:
+            test = stats.wilcoxon(diff, zero_method="wilcox", alternative="two-sided")
+            statistic, p = float(test.statistic), float(test.pvalue)
+        else:
+            statistic = p = math.nan
+        rows.append({"eps_255": r, "pairs": len(diff), "median_difference": diff.median(),
+                     "mean_difference": diff.mean(), "differential_higher": int((diff > 0).sum()),
+                     "ce_higher": int((diff < 0).sum()), "ties": int((diff == 0).sum()),
+                     "wilcoxon_statistic": statistic, "p_value": p})
+    return pd.DataFrame(rows)
+
+
+def correlations(table: pd.DataFrame) -> pd.DataFrame:
+    """Spearman's rho of worst-case test accuracy at 4/255 with each mechanism, over every run
+    with both values, beside the paper's predicted sign."""
+    target = f"worst_test_eps{HEADLINE}"
+    rows = []
+    for column, (label, predicted, why) in MECHANISMS.items():
+        both = table[[target, column]].dropna()
+        if len(both) >= 3 and both[target].nunique() > 1 and both[column].nunique() > 1:
+            rho, p = (float(v) for v in stats.spearmanr(both[column], both[target]))
+        else:
+            rho = p = math.nan
+        agrees = bool(not math.isnan(rho) and math.copysign(1, rho) == predicted and p < 0.05)
+        rows.append({"mechanism": column, "label": label, "runs": len(both), "spearman_rho": rho,
+                     "p_value": p, "predicted_sign": "+" if predicted > 0 else "-",
+                     "prediction": why, "agrees": agrees})
+    return pd.DataFrame(rows)
+
+
+def draw_pairs(pairs: pd.DataFrame, out: Path) -> None:
+    """Per class pair, ordered by CE clean test accuracy: clean and worst-case test accuracy at
+    each radius, CE and differential side by side."""
+    pairs = pairs.sort_values("ce_clean_test_accuracy")
+    measures = [("clean_test_accuracy", "clean"),
+                *[(f"worst_test_eps{r}", f"worst case at {r}/255") for r in RADII]]
+    fig, axes = plt.subplots(1, len(measures), figsize=(3.6 * len(measures), 0.32 * len(pairs) + 1.6),
+                             sharey=True, squeeze=False)
+    y = range(len(pairs))
+    for ax, (measure, title) in zip(axes[0], measures):
+        ax.scatter(100 * pairs[f"ce_{measure}"], y, marker="o", s=22, label="cross_entropy")
+        ax.scatter(100 * pairs[f"diff_{measure}"], y, marker="^", s=22, label="differential")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_yticks(list(y), list(pairs["classes"]), fontsize=8)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("per class pair, ordered by CE clean accuracy (CIFAR-10, JPEG copy where so "
+                 "labelled)", fontsize=9)
+    save_figure(fig, out)
+
+
+def draw(table: pd.DataFrame, out: Path) -> None:
+    """Worst-case test accuracy at 4/255 against each mechanism, one point per run, by loss."""
+    target = f"worst_test_eps{HEADLINE}"
+    fig, axes = plt.subplots(1, len(MECHANISMS), figsize=(4.2 * len(MECHANISMS), 3.6),
+                             squeeze=False)
+    for ax, (column, (label, _, _)) in zip(axes[0], MECHANISMS.items()):
+        for loss, runs in table.groupby(LOSS):
+            ax.scatter(runs[column], 100 * runs[target], s=18, alpha=0.8, label=loss)
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"worst-case test accuracy at {HEADLINE}/255 (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("robustness against the paper's mechanisms, one point per run "
+                 "(CIFAR-10, JPEG copy where so labelled)", fontsize=9)
+    save_figure(fig, out)
+
+
+def _md(frame: pd.DataFrame, digits: int = 3) -> str:
+    def fmt(value):
+        if isinstance(value, float):
+            return "" if math.isnan(value) else f"{value:.{digits}g}"
+        return str(value)
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def main(table: pd.DataFrame, out: Path, written: list, by: list[str] | None = None,
+         identity: list[str] | None = None) -> None:
+    """Write the figures and the tables beside ``out`` (CSV, and Markdown in ``<stem>.md``) and
+    print the Markdown. ``by``: the parameters that differ between the runs, seeds excepted;
+    ``identity``: every parameter column (both from the study)."""
+    by, identity = by or [], identity or []
+    chosen, note = select_setting(table, by)
+    pairs = pairs_table(chosen)
+    tests = paired_tests(pairs)
+    models = one_per_model(table, identity)
+    corr = correlations(models)
+    budget = budget_check(table, identity)
+    draw(models, out)
+    written.append(out)
+    by_pair = out.with_name(f"{out.stem}_by_pair.png")
+    draw_pairs(pairs, by_pair)
+    written.append(by_pair)
+    for suffix, frame in (("pairs", pairs), ("tests", tests), ("correlations", corr),
+                          ("budget", budget)):
+        path = out.with_name(f"{out.stem}_{suffix}.csv")
+        frame.to_csv(path, index=False)
+        written.append(path)
+    holds = pd.DataFrame([{"claim": text, "holds on": f"{int(pairs[claim].sum())}/{len(pairs)} pairs"}
+                          for claim, (text, _) in CLAIMS.items()])
+    shown = ["classes", *[f"{loss}_{m}" for m in ("clean_test_accuracy", "worst_test_eps4",
+                                                   "components_99", "margin_ratio")
+                          for loss in ("ce", "diff")]]
+    sections = [f"Runs: {len(table)} ({len(models)} models); {note or 'one setting'}.",
+                "## Each claim, on how many pairs\n\n" + _md(holds),
+                "## Per pair (all columns in the CSV)\n\n" + _md(pairs[shown]),
+                "## Differential minus CE, worst case, across pairs (Wilcoxon signed-rank)\n\n"
+                + _md(tests),
+                "## Robustness at 4/255 against the mechanisms, across models (Spearman)\n\n"
+                + _md(corr.drop(columns=["label"]))]
+    if len(budget):
+        sections.append("## Reduced against default attack budget (worst case, test)\n\n"
+                        + _md(budget.drop(columns=["reduced", "default"])))
+    text = "\n\n".join(sections)
+    md = out.with_name(f"{out.stem}.md")
+    md.write_text(f"# The cross-run analysis: `difftrain study --by classes`\n\n{text}\n",
+                  encoding="utf-8")
+    written.append(md)
+    print(text)
+    print(f"wrote {', '.join(map(str, written))} ({len(table)} runs, {len(pairs)} pairs)")

@@ -1,0 +1,161 @@
+"""Training by cross-entropy or by the differential losses, with whole splits held on the device.
+
+No DataLoader: the uint8 split lives on the device and a step indexes it, which removes the
+per-image Python work a DataLoader does (see benchmarks/train_throughput.py for the ratio).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from difftrain.train import adversarial
+from difftrain.data import pairs
+from difftrain.data.cifar import Split, to_float
+from difftrain.core.errors import DivergenceError
+from difftrain.core.labels import accuracy
+from difftrain.train.model import Net
+from difftrain.train.objectives import OBJECTIVES, Objective
+from difftrain.data.pairs import PairIndex
+from difftrain.core.params import AdversarialParams, Params
+from difftrain.core.runtime import resolve_device, seed_everything
+
+# Evaluation batch: 512 stays in cache (4096 ran 1.6x slower); on the real training split the
+# scores are the same, bit for bit, at both (benchmarks/speed.py checks it)
+EVAL_BATCH = 512
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    loss: float
+    train_accuracy: float
+    test_accuracy: float
+    score_gap: float
+
+
+@dataclass
+class TrainResult:
+    model: Net
+    metrics: dict
+    history: list[EpochLog] = field(default_factory=list)
+
+
+@torch.no_grad()
+def raw_scores(model: Net, images: torch.Tensor, batch: int = EVAL_BATCH) -> torch.Tensor:
+    """w . phi(x) for uint8 images, batched, in eval mode, on the model's device."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = torch.cat([model.raw_score(to_float(images[i:i + batch].to(device)))
+                     for i in range(0, len(images), batch)])
+    model.train(was_training)
+    return out
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 training images in [0, 1], for the model's input layer."""
+    x = images.double().div(255)
+    return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist()
+
+
+def make_optimizer(model: Net, params: Params, objective: Objective) -> torch.optim.Optimizer:
+    objective.freeze_bias(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    t = params.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(trainable, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return torch.optim.Adam(trainable, lr=t.lr, weight_decay=t.weight_decay)
+
+
+def _steps(objective: Objective, batch_size: int, n: int, index: PairIndex | None, epoch: int,
+           generator: torch.Generator):
+    """Positions of one epoch's steps: a shuffled batch, or a class-x block then a class-y block."""
+    if not objective.pairwise:
+        order = torch.randperm(n, generator=generator)
+        for i in range(0, n, batch_size):
+            yield order[i:i + batch_size]
+    else:
+        for a, b in index.rounds[epoch].tolist():
+            yield torch.cat([index.block(0, a), index.block(1, b)])
+
+
+def train_epoch(model: Net, optimizer: torch.optim.Optimizer, objective: Objective,
+                batch_size: int, images: torch.Tensor, labels: torch.Tensor,
+                index: PairIndex | None, epoch: int, generator: torch.Generator,
+                adversary: AdversarialParams | None = None) -> torch.Tensor:
+    """One epoch of optimisation on device-resident uint8 images; returns the mean step loss.
+
+    With an ``adversary`` (eps > 0) every step trains on the PGD perturbation of its images."""
+    model.train()
+    device = images.device
+    total, steps = torch.zeros((), device=device), 0
+    for positions in _steps(objective, batch_size, len(labels), index, epoch, generator):
+        positions = positions.to(device)
+        inputs, targets = to_float(images[positions]), labels[positions]
+        if adversary is not None and adversary.eps > 0:
+            inputs = adversarial.perturb(model, inputs, targets, adversary)
+        loss = objective.batch_loss(model, inputs, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach()
+        steps += 1
+    return total / steps
+
+
+def fit(params: Params, train: Split, test: Split, index: PairIndex | None = None,
+        on_epoch: Callable[[EpochLog], None] | None = None, progress: bool = True) -> TrainResult:
+    """Train the paper's network on ``train`` by ``params.loss``; evaluate on ``test`` each epoch."""
+    objective = OBJECTIVES[params.loss]
+    if objective.pairwise:
+        pairs.check(index, train.labels, params.train.epochs, params.loss)
+    device = resolve_device(params.device)
+    seed_everything(params.seed)
+    model = Net(params.model.batchnorm, *channel_stats(train.images)).to(device)
+    optimizer = make_optimizer(model, params, objective)
+    generator = torch.Generator().manual_seed(params.seed)
+    images, labels = train.images.to(device), train.labels.to(device)
+    test_images, test_labels = test.images.to(device), test.labels.to(device)
+
+    history, start = [], time.perf_counter()
+    bar = tqdm(range(params.train.epochs), desc=f"train {params.loss}", disable=not progress,
+               unit="epoch")
+    for epoch in bar:
+        mean_loss = float(train_epoch(model, optimizer, objective, params.train.batch_size,
+                                      images, labels, index, epoch, generator,
+                                      params.train.adversarial))
+        if not torch.isfinite(torch.tensor(mean_loss)):
+            raise DivergenceError(f"loss became {mean_loss} in epoch {epoch + 1} "
+                                  f"(train.lr={params.train.lr}); lower train.lr")
+        raw = raw_scores(model, images)
+        bias_info = objective.settle_bias(model, raw, labels)
+        log = EpochLog(epoch + 1, mean_loss, accuracy(raw + bias_info["bias"], labels),
+                       accuracy(raw_scores(model, test_images) + bias_info["bias"], test_labels),
+                       bias_info["score_gap"])
+        history.append(log)
+        bar.set_postfix(loss=f"{log.loss:.4f}", train=f"{log.train_accuracy:.4f}",
+                        test=f"{log.test_accuracy:.4f}")
+        if on_epoch is not None:
+            on_epoch(log)
+    wall = time.perf_counter() - start
+
+    last = history[-1]
+    metrics = {
+        "loss": params.loss,
+        "train_accuracy": last.train_accuracy,
+        "test_accuracy": last.test_accuracy,
+        "final_loss": last.loss,
+        **bias_info,
+        "epochs": params.train.epochs,
+        "wall_seconds": round(wall, 3),
+        "device": device.type,
+    }
+    if objective.pairwise:
+        metrics["pairs_fraction_seen"] = index.coverage()["fraction"]
+    return TrainResult(model.cpu().eval(), metrics, history)
+
