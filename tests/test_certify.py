@@ -98,7 +98,28 @@ def test_certified_but_fooled_fires_when_an_attack_claims_a_certified_image():
     assert result.metrics()["certified_but_fooled"] == 1
 
 
-def test_crown_keeps_its_budget_and_reports_what_it_skipped():
+def test_crown_certifies_only_where_pgd_cannot_fool_and_keeps_its_budget():
+    """A net whose scores (about 2 to 5) sit between what CROWN loses at 0.5/255 (1.4 to 2.0)
+    and what PGD takes at 8/255 (6 to 9): CROWN certifies small radii, PGD fools the large ones,
+    so the soundness check has images on both sides. A bound claiming too much fails it."""
+    net = biased_net(bias=-0.2)
+    images, labels = data(4)
+    x = images.float() / 255
+    assert pgd_fools(net, x, labels, 8 / 255).all()  # the attack can flip every image here
+    result = certify(net, images, labels, crown_attempts=40)
+    assert (result.radius >= 0.5).any(), result.radius
+    for eps in GRID[1:]:
+        certified = result.radius >= eps
+        if certified.any():
+            assert not pgd_fools(net, x[certified], labels[certified], eps / 255).any(), eps
+    assert result.metrics()["decided"]["crown"] > 0
+    # with a budget of 3 attempts CROWN tries exactly 3 and reports the rest as skipped
+    capped = certify(net, images, labels, crown_attempts=3).metrics()
+    assert capped["tried"]["crown"] == 3 and capped["crown_skipped"] > 0
+    assert capped["decided"]["crown"] <= 3
+
+
+def test_crown_off_reports_what_it_skipped():
     net = biased_net()
     images, labels = data(6)
     result = certify(net, images, labels)
