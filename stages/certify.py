@@ -14,7 +14,7 @@ from difftrain.core.errors import DataError
 from difftrain.core.io import Outputs, ensure_writable
 from difftrain.core.keys import eps_key
 from difftrain.train.model import load_checkpoint, model_config
-from difftrain.report.plots import read_table
+from difftrain.report.tables import read_table
 from difftrain.core.provenance import inherited
 
 OUTPUTS = ["plots/certify", "data/certify/per_image.csv", "metrics/certify.json"]

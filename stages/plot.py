@@ -5,6 +5,8 @@ import _env  # noqa: F401  (one line, not a traceback, without the project's env
 from pathlib import Path
 
 from difftrain.report import plots as P
+from difftrain.report.summary import headline
+from difftrain.report.tables import read_tables, read_training_log
 from difftrain.core.cli import run_stage
 from difftrain.core.io import Outputs, ensure_writable, read_json
 from difftrain.core.provenance import inherited
@@ -20,19 +22,19 @@ def main(params):
     run = (f"{params.loss}, {params.train.optimizer}"
            f"{', batch norm' if params.model.batchnorm else ''}; {data_label}")
     splits = ("train", "test")
-    linf = P.read_tables([f"plots/attack/{c}_{s}.csv" for c in ("worst", "paper_pgd")
-                          for s in splits], ACCURACY)
-    band = P.read_tables([f"plots/certify/{s}.csv" for s in splits],
-                         ["split", "eps", "certified", "worst"])
-    l2 = P.read_tables([f"plots/attack/{c}_{s}.csv" for c in ("l2_worst", "cw", "fab")
+    linf = read_tables([f"plots/attack/{c}_{s}.csv" for c in ("worst", "paper_pgd")
                         for s in splits], ACCURACY)
-    pca = P.read_tables([f"plots/features/pca_{s}.csv" for s in splits],
+    band = read_tables([f"plots/certify/{s}.csv" for s in splits],
+                         ["split", "eps", "certified", "worst"])
+    l2 = read_tables([f"plots/attack/{c}_{s}.csv" for c in ("l2_worst", "cw", "fab")
+                        for s in splits], ACCURACY)
+    pca = read_tables([f"plots/features/pca_{s}.csv" for s in splits],
                         ["component", "cumulative_explained_variance", "split"])
-    margins = P.read_tables([f"plots/features/margins_{s}.csv" for s in splits], ["split", "margin"])
-    log = P.read_training_log("dvclive/train/plots/metrics")
-    summary = P.headline(read_json("metrics/train.json"), read_json("metrics/features.json"),
-                         read_json("metrics/attack.json"), params.plot.headline_eps_255,
-                         params.plot.headline_eps_l2, read_json("metrics/certify.json"))
+    margins = read_tables([f"plots/features/margins_{s}.csv" for s in splits], ["split", "margin"])
+    log = read_training_log("dvclive/train/plots/metrics")
+    summary = headline(read_json("metrics/train.json"), read_json("metrics/features.json"),
+                       read_json("metrics/attack.json"), params.plot.headline_eps_255,
+                       params.plot.headline_eps_l2, read_json("metrics/certify.json"))
     with Outputs() as out:
         folder = out.dir("plots/figures")
         P.accuracy_curves(linf, folder / "robust_linf.png", f"Linf (Fig. 4): {run}",

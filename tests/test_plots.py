@@ -4,6 +4,8 @@ import pandas as pd
 import pytest
 
 from difftrain.report import plots as P
+from difftrain.report import summary as S
+from difftrain.report import tables as T
 from difftrain.core.errors import DataError
 
 
@@ -19,7 +21,7 @@ def _accuracy(split):
 
 
 def test_every_figure_is_drawn_from_small_synthetic_tables(tmp_path):
-    acc = P.read_tables([_write(tmp_path, f"a_{s}.csv", _accuracy(s)) for s in ("train", "test")],
+    acc = T.read_tables([_write(tmp_path, f"a_{s}.csv", _accuracy(s)) for s in ("train", "test")],
                         ["eps", "accuracy", "split"])
     pca = pd.DataFrame({"component": list(range(1, 85)) * 2,
                         "cumulative_explained_variance": [min(1, k / 20) for k in range(1, 85)] * 2,
@@ -28,7 +30,7 @@ def test_every_figure_is_drawn_from_small_synthetic_tables(tmp_path):
                             "margin": [i / 10 - 1 for i in range(100)]})
     for name in ("loss", "train_accuracy", "test_accuracy"):
         _write(tmp_path, f"{name}.tsv", pd.DataFrame({"step": [0, 1, 2], name: [0.5, 0.3, 0.2]}))
-    log = P.read_training_log(tmp_path)
+    log = T.read_training_log(tmp_path)
     assert log["epoch"].tolist() == [1, 2, 3]
 
     P.accuracy_curves(acc, tmp_path / "pgd.png", "PGD", "epsilon (Linf, /255)")
@@ -43,12 +45,12 @@ def test_every_figure_is_drawn_from_small_synthetic_tables(tmp_path):
 def test_missing_column_is_named_with_the_file(tmp_path):
     path = _write(tmp_path, "worst_train.csv", _accuracy("train").drop(columns="accuracy"))
     with pytest.raises(DataError, match=r"worst_train.csv: missing column\(s\) accuracy"):
-        P.read_table(path, ["eps", "accuracy", "split"])
+        T.read_table(path, ["eps", "accuracy", "split"])
     with pytest.raises(DataError, match="absent.csv: plot table not found"):
-        P.read_table(tmp_path / "absent.csv", ["eps"])
+        T.read_table(tmp_path / "absent.csv", ["eps"])
     _write(tmp_path, "loss.tsv", pd.DataFrame({"epoch": [1], "loss": [0.1]}))
     with pytest.raises(DataError, match="loss.tsv: missing column"):
-        P.read_training_log(tmp_path)
+        T.read_training_log(tmp_path)
 
 
 def _attack_metrics(paper: float, worst: float) -> dict:
@@ -69,13 +71,13 @@ def test_headline_reports_the_worst_case_beside_the_paper_attack_and_names_a_mis
     attack["test"]["soundness"]["paper_attack_overstates"] = True
     train = {"test_accuracy": 0.9, "train_accuracy": 1.0}
     features = {"train": {"components_99": 3, "effective_rank": 2.5}, "optimum": {"margin_ratio": 0.7}}
-    summary = P.headline(train, features, attack, 8, 0.5)
+    summary = S.headline(train, features, attack, 8, 0.5)
     assert summary["robust_test_accuracy_at_8"] == 0.1 and summary["pgd_test_accuracy_at_8"] == 0.5
     assert summary["l2_test_accuracy_at_l2_0_5"] == 0.3 and summary["cw_test_accuracy_at_l2_0_5"] == 0.4
     assert summary["paper_attack_overstates"] is True and summary["not_converged"] is False
     assert summary["first_order_margin_test_median"] == 2.0
     with pytest.raises(DataError, match="no worst accuracy at epsilon 4 .*plot.headline_eps_255"):
-        P.headline(train, features, attack, 4, 0.5)
+        S.headline(train, features, attack, 4, 0.5)
 
 
 def test_headline_gains_the_certified_end_of_the_interval_and_refuses_a_bad_one(tmp_path):
@@ -85,12 +87,12 @@ def test_headline_gains_the_certified_end_of_the_interval_and_refuses_a_bad_one(
     certify = {s: {"certified": {"eps0": {"accuracy": 0.9}, "eps8": {"accuracy": 0.04}}}
                for s in ("train", "test")}
     certify["train"]["certified"]["eps8"]["accuracy"] = 0.3  # each split reads its own
-    summary = P.headline(train, features, attack, 8, 0.5, certify)
+    summary = S.headline(train, features, attack, 8, 0.5, certify)
     assert summary["certified_test_accuracy_at_8"] == 0.04
     assert summary["certified_train_accuracy_at_8"] == 0.3
     certify["test"]["certified"]["eps8"]["accuracy"] = 1.5
     with pytest.raises(DataError, match="metrics/certify.json.*test.certified.eps8.accuracy"):
-        P.headline(train, features, attack, 8, 0.5, certify)
+        S.headline(train, features, attack, 8, 0.5, certify)
     # the Linf figure shades each split's interval
     acc = pd.concat([_accuracy("train"), _accuracy("test")])
     band = pd.DataFrame({"split": ["test"] * 3, "eps": [0, 4, 8], "certified": [0.9, 0.2, 0.0],

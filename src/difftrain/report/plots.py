@@ -1,4 +1,4 @@
-"""Seaborn figures of the paper from the stages' CSVs, and the headline-metric summary.
+"""Seaborn figures of the paper from the stages' tables (read by ``tables.py``).
 
 Every figure reads tidy tables (one row per point, a ``split`` column), checks the columns it
 needs first, and draws one colour per split; on the robustness curves the worst case is solid and
@@ -19,39 +19,10 @@ import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
 from difftrain.core.errors import DataError, DifftrainError  # noqa: E402
-from difftrain.core.io import accuracy_field, field, writable_folder, written_by  # noqa: E402
-from difftrain.core.keys import eps_key  # noqa: E402
+from difftrain.core.io import writable_folder  # noqa: E402
 from difftrain.core.labels import is_x  # noqa: E402
 
 SPLIT_STYLE = {"train": "-", "test": "--"}
-
-
-def read_table(path: str | Path, columns: list[str], sep: str = ",") -> pd.DataFrame:
-    """A CSV (or TSV) with at least ``columns``; a clear error naming the file, what is wrong
-    and the stage that writes it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: plot table not found{written_by(path)}")
-    try:
-        table = pd.read_csv(path, sep=sep)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable table ({exc}){written_by(path)}") from None
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; has "
-                        f"{', '.join(table.columns)}{written_by(path)}")
-    for column in (c for c in columns if "accuracy" in c):
-        values = pd.to_numeric(table[column], errors="coerce")
-        bad = values.isna() | (values < 0) | (values > 1)
-        if bad.any():
-            raise DataError(f"{path}: column {column} must hold accuracies in [0, 1]; got "
-                            f"{table[column][bad].iloc[0]} in row {int(bad.idxmax()) + 1}"
-                            f"{written_by(path)}")
-    return table
-
-
-def read_tables(paths, columns: list[str]) -> pd.DataFrame:
-    return pd.concat([read_table(p, columns) for p in paths], ignore_index=True)
 
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
@@ -144,71 +115,6 @@ def training_curves(table: pd.DataFrame, path: Path, title: str) -> None:
     right.set(xlabel="epoch", ylabel="clean accuracy")
     fig.suptitle(title)
     save_figure(fig, path)
-
-
-def read_training_log(folder: str | Path) -> pd.DataFrame:
-    """dvclive's per-metric TSVs merged into one table with an ``epoch`` column."""
-    folder = Path(folder)
-    names = ["loss", "train_accuracy", "test_accuracy"]
-    tables = [read_table(folder / f"{n}.tsv", ["step", n], sep="\t")[["step", n]] for n in names]
-    merged = tables[0]
-    for t in tables[1:]:
-        merged = merged.merge(t, on="step")
-    return merged.assign(epoch=merged["step"] + 1)
-
-
-TRAIN_JSON, FEATURES_JSON, ATTACK_JSON = ("metrics/train.json", "metrics/features.json",
-                                         "metrics/attack.json")
-CERTIFY_JSON = "metrics/certify.json"
-
-
-def headline(train: dict, features: dict, attack: dict, eps_255: float, eps_l2: float,
-             certify: dict | None = None) -> dict:
-    """The numbers a CE-versus-differential comparison turns on, under flat readable keys:
-    ``robust_*`` and ``l2_*`` are the worst case over all attacks (the numbers to report),
-    ``pgd_*`` and ``cw_*`` the paper's attacks alone. A missing section or key, or an accuracy
-    outside [0, 1], is refused naming the file and the key."""
-    def pick(split: str, kind: str, eps: float, grid: str) -> float:
-        key = eps_key(eps)
-        if key not in field(attack, f"{split}.{kind}", ATTACK_JSON):
-            raise DataError(f"metrics/attack.json has no {kind} accuracy at epsilon {eps:g} "
-                            f"({split}); add it to attack.{grid}.epsilons or change "
-                            f"plot.headline_{'eps_255' if grid == 'pgd' else 'eps_l2'}")
-        return accuracy_field(attack, f"{split}.{kind}.{key}.accuracy", ATTACK_JSON)
-
-    def anywhere(flag: str) -> bool:
-        return any(field(attack, f"{split}.soundness.{flag}", ATTACK_JSON) is True
-                   for split in ("train", "test"))
-
-    def mechanism(split: str, key: str):
-        return field(attack, f"{split}.mechanism.{key}", ATTACK_JSON)
-
-    tag, tag_l2 = eps_key(eps_255).removeprefix("eps"), eps_key(eps_l2).removeprefix("eps")
-    return {
-        "clean_test_accuracy": accuracy_field(train, "test_accuracy", TRAIN_JSON),
-        "clean_train_accuracy": accuracy_field(train, "train_accuracy", TRAIN_JSON),
-        **{f"robust_{s}_accuracy_at_{tag}": pick(s, "worst", eps_255, "pgd") for s in SPLIT_STYLE},
-        **{f"pgd_{s}_accuracy_at_{tag}": pick(s, "pgd", eps_255, "pgd") for s in SPLIT_STYLE},
-        **({f"certified_{s}_accuracy_at_{tag}": accuracy_field(
-            certify, f"{s}.certified.{eps_key(eps_255)}.accuracy", CERTIFY_JSON)
-            for s in SPLIT_STYLE} if certify is not None else {}),
-        **{f"l2_{s}_accuracy_at_l2_{tag_l2}": pick(s, "l2_worst", eps_l2, "cw")
-           for s in SPLIT_STYLE},
-        **{f"cw_{s}_accuracy_at_l2_{tag_l2}": pick(s, "cw", eps_l2, "cw") for s in SPLIT_STYLE},
-        "l2_test_median": field(attack, "test.median_l2.worst", ATTACK_JSON),
-        "cw_test_median_l2": field(attack, "test.median_l2.cw", ATTACK_JSON),
-        "feature_components_99": field(features, "train.components_99", FEATURES_JSON),
-        "feature_effective_rank": field(features, "train.effective_rank", FEATURES_JSON),
-        "margin_ratio": field(features, "optimum.margin_ratio", FEATURES_JSON),
-        **{f"{name}_{split}_{suffix}": mechanism(split, key)
-           for split in SPLIT_STYLE
-           for name, key, suffix in (("first_order_margin", "first_order_margin_median_255", "median"),
-                                     ("gradient_l1", "gradient_l1_median", "median"),
-                                     ("margin_radius", "margin_radius_spearman", "spearman"))},
-        **{flag: anywhere(flag) for flag in ("suspect_gradient_masking", "paper_attack_overstates",
-                                             "blackbox_beats_whitebox", "not_converged",
-                                             "cw_overstates_l2")},
-    }
 
 
 # --- The theory stage's figures (synthetic data) ---------------------------------------------
