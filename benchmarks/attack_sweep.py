@@ -27,7 +27,7 @@ from difftrain.data.cifar import load_split, to_float
 from difftrain.attacks.foolbox_attacks import PGD, CarliniWagner
 from difftrain.train.model import TwoLogits, load_checkpoint
 from difftrain.core.params import load_params
-from difftrain.attacks.robustness import accuracy_at, budget_sweep, norm_sweep, stratified
+from difftrain.attacks.sweeps import accuracy_at, budget_sweep, norm_sweep, stratified
 
 
 def timed(model: TwoLogits, run):

@@ -23,7 +23,7 @@ from difftrain.data.cifar import load_splits, to_float
 from difftrain.core.keys import eps_key
 from difftrain.train.model import TwoLogits, load_checkpoint
 from difftrain.core.params import load_params
-from difftrain.attacks.robustness import stratified
+from difftrain.attacks.sweeps import stratified
 
 
 def main():

@@ -39,7 +39,7 @@ from difftrain.data.cifar import load_split, to_float
 from difftrain.train.model import MaxPool2x2, Net, TwoLogits, load_checkpoint
 from difftrain.train.objectives import OBJECTIVES
 from difftrain.core.params import load_params
-from difftrain.attacks.robustness import stratified
+from difftrain.attacks.sweeps import stratified
 from difftrain.train.trainer import EVAL_BATCH, channel_stats, make_optimizer, raw_scores, train_epoch
 
 OLD_EVAL_BATCH = 4096  # the trainer's evaluation batch at ae3c606

@@ -10,7 +10,8 @@ from difftrain.data.cifar import load_splits, splits_sha256
 from difftrain.core.io import Outputs, ensure_writable
 from difftrain.train.model import load_checkpoint, model_config
 from difftrain.core.provenance import inherited
-from difftrain.attacks.robustness import MUST_HOLD, stratified
+from difftrain.attacks.split_attack import MUST_HOLD
+from difftrain.attacks.sweeps import stratified
 from difftrain.core.runtime import resolve_device, seed_everything
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from difftrain.attacks import robustness as R
+from difftrain.attacks import sweeps as R
 from difftrain.data.cifar import prepare, to_float
 from difftrain.core.errors import ParamsError
 from difftrain.attacks.foolbox_attacks import PGD, CarliniWagner, foolbox_model

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from difftrain.attacks import robustness as R
+from difftrain.attacks import sweeps as R
+from difftrain.attacks.split_attack import SplitAttack
 from difftrain.attacks.attack import attack_split
 from difftrain.attacks.autoattack_attacks import APGD, FAB, Square
 from difftrain.data.cifar import prepare, to_float
@@ -172,7 +173,7 @@ def test_not_converged_fires_when_the_second_pass_still_finds_adversarials():
     pgd = R.Sweep(grid, torch.full((len(labels),), math.inf, dtype=torch.float64))
     second = torch.full((len(labels),), math.inf, dtype=torch.float64)
     second[:2] = 8.0  # 2 of 40 images: 0.05 > 0.01
-    r = R.SplitAttack("train", torch.arange(len(labels)), labels, 1.0, {"margin": pgd},
+    r = SplitAttack("train", torch.arange(len(labels)), labels, 1.0, {"margin": pgd},
                       {"apgd_second_pass": second}, {}, 8.0, {})
     r.minimum_norm["cw"] = R.Sweep((0.0, 1.0), torch.ones(len(labels), dtype=torch.float64))
     flags = r.soundness(0.02, 0.01, 0.1)

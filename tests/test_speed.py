@@ -7,7 +7,7 @@ import torch
 from pyautoattack.fab_pt import FABAttack_PT
 from torch import nn
 
-from difftrain.attacks import robustness as R
+from difftrain.attacks import sweeps as R
 from difftrain.attacks.attack import attack_split, attack_splits
 from difftrain.attacks.autoattack_attacks import _BinaryFAB
 from difftrain.data.cifar import prepare, to_float

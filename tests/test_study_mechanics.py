@@ -7,7 +7,7 @@ import torch
 
 from difftrain.train import adversarial
 from difftrain.attacks import diagnostics
-from difftrain.attacks import robustness as R
+from difftrain.attacks import sweeps as R
 from difftrain.data.cifar import Split, prepare, to_float
 from difftrain.attacks.foolbox_attacks import PGD
 from difftrain.train.model import TwoLogits

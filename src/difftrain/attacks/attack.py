@@ -34,7 +34,8 @@ from difftrain.attacks.foolbox_attacks import PGD, CarliniWagner
 from difftrain.core.labels import accuracy
 from difftrain.train.model import Net, TwoLogits
 from difftrain.core.params import AttackParams
-from difftrain.attacks.robustness import SplitAttack, attack_at, budget_sweep, norm_sweep, refine_down
+from difftrain.attacks.split_attack import SplitAttack
+from difftrain.attacks.sweeps import attack_at, budget_sweep, norm_sweep, refine_down
 from difftrain.core.runtime import side_by_side
 
 SECOND_PASS_SEED = 7919  # offset of the second APGD pass's seed: other random starts

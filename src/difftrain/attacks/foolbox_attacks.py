@@ -1,7 +1,7 @@
 """The paper's attacks through foolbox (pinned at 3.3.4; the only module that imports it).
 
 The paper (Section 5) attacks with foolbox's PGD and Carlini-Wagner (Rauber et al., 2017), so
-these are *the paper's attacks*. Each is a hook for the loops in ``robustness.py``:
+these are *the paper's attacks*. Each is a hook for the loops in ``sweeps.py``:
 
 * ``PGD``: LinfPGD at one radius, ascending cross-entropy or the logit margin
   ``z_other - z_true``. A confident model's sigmoid saturates and cross-entropy gradients
