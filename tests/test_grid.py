@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from difftrain.runs import grid as G
+from difftrain.runs import spec as G
 from difftrain.core.errors import ParamsError
 
 from conftest import REPO, sh

@@ -27,18 +27,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+import functools
 
 import yaml
 
 from difftrain.core.errors import DifftrainError
-from difftrain.runs.grid_worker import run_experiment
 from difftrain.core.params import read_yaml
-
-if TYPE_CHECKING:  # the grid file's types; at run time the engine only calls their methods
-    from difftrain.runs.grid import Grid, Run
+from difftrain.runs.grid_worker import environment_tool, run_experiment
+from difftrain.runs.spec import Grid, Run
 
 # Reproduced by the driver once per distinct setting of their parameters; workers pull their
 # outputs: prepare (the only stage that reads the source data) and theory (synthetic, the
@@ -57,8 +54,7 @@ def _git(args: list[str], cwd: Path, check: bool = True) -> str:
 
 
 def _dvc(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    dvc = Path(sys.executable).parent / "dvc"
-    return subprocess.run([str(dvc) if dvc.exists() else "dvc", *args], cwd=cwd, env=env,
+    return subprocess.run([environment_tool("dvc"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True)
 
 
@@ -159,7 +155,7 @@ class Engine:
             picked[key] = node
         return json.dumps(picked, sort_keys=True)
 
-    def shared_locks(self, grid: Grid, runs: list[Run]) -> dict[str, dict]:
+    def shared_locks(self, grid: Grid, runs: list[Run], scratch: Path) -> dict[str, dict]:
         """For each run, the lock entries of the shared stages: reproduced here once per distinct
         setting of their parameters, in a scratch clone beside the data, and pushed."""
         spec = yaml.safe_load(_git(["show", f"{self.commit}:dvc.yaml"], self.repo))
@@ -176,13 +172,13 @@ class Engine:
         for i, (key, members) in enumerate(by_key.items(), 1):
             print(f"shared stages {', '.join(stages)} for {json.loads(key)} "
                   f"({i}/{len(by_key)}, {len(members)} runs)", flush=True)
-            entries = self._reproduce_shared(members[0], stages)
+            entries = self._reproduce_shared(members[0], stages, scratch)
             for run in members:
                 locks[run.name] = entries
         return locks
 
-    def _reproduce_shared(self, run: Run, stages: list[str]) -> dict:
-        clone = self.scratch / f"shared-{run.name}"
+    def _reproduce_shared(self, run: Run, stages: list[str], scratch: Path) -> dict:
+        clone = scratch / f"shared-{run.name}"
         shutil.rmtree(clone, ignore_errors=True)
         clone.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONPATH": str(clone / "src"),
@@ -238,21 +234,21 @@ class Engine:
         if not todo:
             return True
         (self.repo / SCRATCH).mkdir(parents=True, exist_ok=True)
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"{grid.name}.", dir=self.repo / SCRATCH))
+        scratch = Path(tempfile.mkdtemp(prefix=f"{grid.name}.", dir=self.repo / SCRATCH))
         try:
-            return self._run(grid, todo, state, address, workers, threads, gpus, attempts)
+            return self._run(grid, todo, state, scratch, address, workers, threads, gpus, attempts)
         finally:
-            shutil.rmtree(self.scratch, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
             for folder in (self.repo / SCRATCH, (self.repo / SCRATCH).parent):
                 try:
                     folder.rmdir()  # only when empty: no other driver is using it
                 except OSError:
                     break
 
-    def _run(self, grid, todo, state, address, workers, threads, gpus, attempts) -> bool:
+    def _run(self, grid, todo, state, scratch, address, workers, threads, gpus, attempts) -> bool:
         import ray
 
-        locks = self.shared_locks(grid, todo)
+        locks = self.shared_locks(grid, todo, scratch)
         address = address or os.environ.get("RAY_ADDRESS") or "local"
         init = {"address": address, "log_to_driver": False}
         if address == "local":  # an embedded cluster of this machine's cores
@@ -261,16 +257,16 @@ class Engine:
                         include_dashboard=False)
         ray.init(**init)
         try:
-            return self._dispatch(grid, todo, locks, state, threads, gpus, attempts)
+            return self._dispatch(grid, todo, locks, state, scratch, threads, gpus, attempts)
         finally:
             ray.shutdown()
 
-    def _dispatch(self, grid, todo, locks, state, threads, gpus, attempts) -> bool:
+    def _dispatch(self, grid, todo, locks, state, scratch, threads, gpus, attempts) -> bool:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         here = ray.get_runtime_context().get_node_id()
-        ledger = Ledger.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        ledger = _ledger_class().options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             here, soft=False)).remote()
         if gpus is None:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
@@ -281,7 +277,7 @@ class Engine:
         for run in todo:
             spec = {"name": run.name, "commit": self.commit, "git_url": self.git_url,
                     "dvc_remote": self.dvc_remote, "args": run.cli(), "locks": locks[run.name],
-                    "threads": threads, "scratch": str(self.scratch), "fault": fault}
+                    "threads": threads, "scratch": str(scratch), "fault": fault}
             pending[task.remote(spec, ledger)] = run
             state["runs"][run.name] = {"status": "queued", "attempts": [],
                                        "overrides": run.overrides}
@@ -336,6 +332,7 @@ def _task(spec: dict, ledger) -> dict:
     return run_experiment(spec)
 
 
+@functools.cache  # made on first use, so importing this module needs no Ray
 def _ledger_class():
     import ray
 
@@ -354,17 +351,3 @@ def _ledger_class():
             return self.runs
 
     return _Ledger
-
-
-class _LazyLedger:
-    """The ledger actor class, made on first use so that importing this module needs no Ray."""
-
-    _cls = None
-
-    def options(self, **kwargs):
-        if _LazyLedger._cls is None:
-            _LazyLedger._cls = _ledger_class()
-        return _LazyLedger._cls.options(**kwargs)
-
-
-Ledger = _LazyLedger()

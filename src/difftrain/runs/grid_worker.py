@@ -44,8 +44,9 @@ def _tail(text: str, lines: int = LOG_TAIL) -> str:
     return "\n".join([line for line in kept if line.strip()][-lines:])
 
 
-def _bin(name: str) -> str:
-    """A tool of this interpreter's environment (dvc), else the one on PATH."""
+def environment_tool(name: str) -> str:
+    """A tool of this interpreter's environment (dvc), else the one on PATH: the driver and
+    the workers run the dvc that was installed with the project."""
     here = Path(sys.executable).parent / name
     return str(here) if here.exists() else name
 
@@ -82,7 +83,7 @@ def run_experiment(spec: dict) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
            "PYTHONPATH": str(clone / "src"), "DVC_NO_ANALYTICS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    dvc = _bin("dvc")
+    dvc = environment_tool("dvc")
     try:
         _check(_run(["git", "clone", "-q", "--no-checkout", spec["git_url"], str(clone)], scratch,
                     env), "git clone")
