@@ -3,7 +3,7 @@
     python benchmarks/attack_budget_check.py REDUCED DEFAULT [REDUCED DEFAULT ...]
 
 Each pair: two experiments identical but for ``attack.n_train`` / ``attack.n_test`` (e.g. a run
-of ``grids/pairs.yaml`` at 200 + 200 images and its twin of ``grids/default-budget.yaml`` at
+of ``grids/classpairs.yaml`` at 200 + 200 images and its twin of ``grids/default-budget.yaml`` at
 500 + 500). The attacked images are drawn per class by the same seeded permutation
 (``robustness.stratified``), so the smaller set is inside the larger one. Per split it prints
 the share of the common images whose smallest fooling radius is identical in both runs, and the

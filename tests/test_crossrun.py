@@ -35,7 +35,7 @@ def hand_made():
 
 
 def test_pairs_put_the_losses_side_by_side_and_average_seeds():
-    pairs = crossrun.pairs_table(hand_made()).set_index("classes")
+    pairs = crossrun.class_pairs_table(hand_made()).set_index("classes")
     assert list(pairs.index) == ["airplane/horse", "cat/dog", "ship/truck"]
     assert pairs.loc["cat/dog", "ce_worst_test_eps4"] == pytest.approx(0.35)  # mean of two seeds
     assert pairs.loc["cat/dog", "ce_clean_test_accuracy"] == pytest.approx(0.61)
@@ -49,7 +49,7 @@ def test_pairs_put_the_losses_side_by_side_and_average_seeds():
 
 
 def test_wilcoxon_on_three_pairs_matches_the_exact_distribution_by_hand():
-    tests = crossrun.paired_tests(crossrun.pairs_table(hand_made())).set_index("eps_255")
+    tests = crossrun.paired_tests(crossrun.class_pairs_table(hand_made())).set_index("eps_255")
     row = tests.loc[4]
     # differences +0.10, -0.05, +0.20: ranks 2, 1, 3; W+ = 5, W- = 1; the statistic is min = 1.
     # Under H0 the 8 sign patterns give W+ in {0,1,2,3,3,4,5,6}: P(W+ <= 1) = 2/8, two-sided 0.5.
@@ -63,7 +63,7 @@ def test_wilcoxon_says_nothing_on_fewer_than_two_nonzero_differences():
     table = hand_made()
     table.loc[table["loss"] == "differential", "worst_test_eps8"] = \
         table.loc[table["loss"] == "cross_entropy"].groupby("data.classes")["worst_test_eps8"].mean().values
-    tests = crossrun.paired_tests(crossrun.pairs_table(table)).set_index("eps_255")
+    tests = crossrun.paired_tests(crossrun.class_pairs_table(table)).set_index("eps_255")
     assert tests.loc[8, "ties"] == 3 and math.isnan(tests.loc[8, "p_value"])
 
 
@@ -87,10 +87,11 @@ def test_no_pair_with_both_losses_is_one_line(tmp_path):
 
 def test_main_writes_the_figure_and_three_tables(tmp_path, capsys):
     written = []
-    crossrun.main(hand_made(), tmp_path / "pairs.png", written)
-    assert [p.name for p in written] == ["pairs.png", "pairs_by_pair.png", "pairs_pairs.csv",
-                                         "pairs_tests.csv", "pairs_correlations.csv",
-                                         "pairs_budget.csv", "pairs.md"]
+    crossrun.main(hand_made(), tmp_path / "classpairs.png", written)
+    assert [p.name for p in written] == ["classpairs.png", "classpairs_by_pair.png",
+                                         "classpairs_per_pair.csv", "classpairs_tests.csv",
+                                         "classpairs_correlations.csv", "classpairs_budget.csv",
+                                         "classpairs.md"]
     assert all(p.exists() for p in written)
     out = capsys.readouterr().out
     assert "2/3 pairs" in out  # differential more robust at 4/255 on two of three pairs
@@ -132,7 +133,7 @@ def test_pairs_use_the_setting_with_most_pairs_and_name_what_is_left_out():
                                             "airplane/horse-differential-200",
                                             "cat/dog-cross_entropy-200", "cat/dog-differential-200"]
     assert "attack.n_test=200" in note and "left out 3 of 7 runs" in note
-    pairs = crossrun.pairs_table(chosen).set_index("classes")
+    pairs = crossrun.class_pairs_table(chosen).set_index("classes")
     assert pairs.loc["airplane/horse", "ce_worst_test_eps4"] == pytest.approx(0.300)  # not averaged with 0.306
 
 

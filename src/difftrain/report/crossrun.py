@@ -1,9 +1,9 @@
-"""The verdict across runs: `difftrain study --all --by classes --out docs/pairs/pairs.png`.
+"""The verdict across runs: `difftrain study --all --by classes --out docs/classpairs/classpairs.png`.
 
 One class pair is one test of the paper; many pairs, and the runs of both losses across them, test
 its claims as claims *across models*. From the study's table of runs alone:
 
-* ``pairs_table``: per class pair, cross-entropy and differential training (eq. 7) side by side
+* ``class_pairs_table``: per class pair, cross-entropy and differential training (eq. 7) side by side
   (seeds averaged where there are several): clean test accuracy, the paper's PGD and the worst
   case over all attacks at 2, 4 and 8/255, PCA components for 99% of the feature variance, the
   head's margin over the SVM optimum and the median first-order input-space margin; and per pair
@@ -26,7 +26,7 @@ adversarial training), the setting with the most class pairs is used and the res
 
 Figures and tables go beside ``--out``: the scatter of robustness against each mechanism,
 ``<stem>_by_pair.png`` (both losses per pair, pairs ordered by CE clean accuracy), the CSVs
-``<stem>_pairs.csv``, ``<stem>_tests.csv``, ``<stem>_correlations.csv``, ``<stem>_budget.csv``
+``<stem>_per_pair.csv``, ``<stem>_tests.csv``, ``<stem>_correlations.csv``, ``<stem>_budget.csv``
 and all of them as Markdown in ``<stem>.md``.
 """
 
@@ -78,7 +78,7 @@ CLAIMS = {
 }
 
 
-def pairs_table(table: pd.DataFrame) -> pd.DataFrame:
+def class_pairs_table(table: pd.DataFrame) -> pd.DataFrame:
     """One row per class pair that has both a CE and a differential run (means over seeds)."""
     for column in (CLASSES, LOSS):
         if column not in table:
@@ -207,7 +207,7 @@ def correlations(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def draw_pairs(pairs: pd.DataFrame, out: Path) -> None:
+def draw_class_pairs(pairs: pd.DataFrame, out: Path) -> None:
     """Per class pair, ordered by CE clean test accuracy: clean and worst-case test accuracy at
     each radius, CE and differential side by side."""
     pairs = pairs.sort_values("ce_clean_test_accuracy")
@@ -263,7 +263,7 @@ def main(table: pd.DataFrame, out: Path, written: list, by: list[str] | None = N
     ``identity``: every parameter column (both from the study)."""
     by, identity = by or [], identity or []
     chosen, note = select_setting(table, by)
-    pairs = pairs_table(chosen)
+    pairs = class_pairs_table(chosen)
     tests = paired_tests(pairs)
     models = one_per_model(table, identity)
     corr = correlations(models)
@@ -271,9 +271,9 @@ def main(table: pd.DataFrame, out: Path, written: list, by: list[str] | None = N
     draw(models, out)
     written.append(out)
     by_pair = out.with_name(f"{out.stem}_by_pair.png")
-    draw_pairs(pairs, by_pair)
+    draw_class_pairs(pairs, by_pair)
     written.append(by_pair)
-    for suffix, frame in (("pairs", pairs), ("tests", tests), ("correlations", corr),
+    for suffix, frame in (("per_pair", pairs), ("tests", tests), ("correlations", corr),
                           ("budget", budget)):
         path = out.with_name(f"{out.stem}_{suffix}.csv")
         frame.to_csv(path, index=False)

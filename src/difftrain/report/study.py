@@ -11,7 +11,7 @@ variance; the head's margin over the SVM optimum; the median first-order input-s
 table is written beside the figure (CSV), one row per group, and printed as Markdown.
 
     difftrain study --all --out docs/figures/study.png
-    difftrain study --all --by classes --out docs/pairs/pairs.png   (crossrun.py)
+    difftrain study --all --by classes --out docs/classpairs/classpairs.png   (crossrun.py)
 
 An experiment whose parameters or metrics cannot be read is left out with a warning naming it.
 """
