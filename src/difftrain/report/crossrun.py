@@ -49,7 +49,7 @@ from difftrain.report.plots import save_figure  # noqa: E402
 RADII = (2, 4, 8)  # /255: the radii compared across runs (the study reads them per run)
 CLASSES, LOSS = "data.classes", "loss"
 CE, DIFF = "cross_entropy", "differential"
-HEADLINE = 4  # the correlations' radius (/255): robust accuracies there are neither 0 nor clean
+CORRELATION_EPS_255 = 4  # the correlations' radius (/255): robust accuracies there are neither 0 nor clean
 BUDGET = ("attack.n_train", "attack.n_test")  # how many images are attacked, not the model
 BUDGET_TOLERANCE = 0.01  # a reduced budget is valid where the worst case moves by at most this
 MEASURES = ["clean_test_accuracy", *[f"{kind}_test_eps{r}" for r in RADII
@@ -192,7 +192,7 @@ def paired_tests(pairs: pd.DataFrame) -> pd.DataFrame:
 def correlations(table: pd.DataFrame) -> pd.DataFrame:
     """Spearman's rho of worst-case test accuracy at 4/255 with each mechanism, over every run
     with both values, beside the paper's predicted sign."""
-    target = f"worst_test_eps{HEADLINE}"
+    target = f"worst_test_eps{CORRELATION_EPS_255}"
     rows = []
     for column, (label, predicted, why) in MECHANISMS.items():
         both = table[[target, column]].dropna()
@@ -231,14 +231,14 @@ def draw_class_pairs(pairs: pd.DataFrame, out: Path) -> None:
 
 def draw(table: pd.DataFrame, out: Path) -> None:
     """Worst-case test accuracy at 4/255 against each mechanism, one point per run, by loss."""
-    target = f"worst_test_eps{HEADLINE}"
+    target = f"worst_test_eps{CORRELATION_EPS_255}"
     fig, axes = plt.subplots(1, len(MECHANISMS), figsize=(4.2 * len(MECHANISMS), 3.6),
                              squeeze=False)
     for ax, (column, (label, _, _)) in zip(axes[0], MECHANISMS.items()):
         for loss, runs in table.groupby(LOSS):
             ax.scatter(runs[column], 100 * runs[target], s=18, alpha=0.8, label=loss)
         ax.set_xlabel(label)
-        ax.set_ylabel(f"worst-case test accuracy at {HEADLINE}/255 (%)")
+        ax.set_ylabel(f"worst-case test accuracy at {CORRELATION_EPS_255}/255 (%)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle("robustness against the paper's mechanisms, one point per run "
