@@ -74,14 +74,14 @@ def attack_split(net: Net, split: Split, positions: torch.Tensor, params: Attack
     with torch.no_grad():
         clean = accuracy(net(images), labels)
     grid, batch, seed = params.pgd.epsilons, params.batch_size, params.seed
-    counts, clock, evaluations, seconds = [0], [time.perf_counter()], {}, {}
+    evaluations, seconds = {}, {}
+    booked = {"images": model.images_evaluated, "clock": time.perf_counter()}
 
     def spent(attack: str) -> None:
         """Book the images evaluated and the wall time since the last attack to ``attack``."""
-        evaluations[attack] = model.images_evaluated - counts[-1]
-        seconds[attack] = time.perf_counter() - clock[-1]
-        counts.append(model.images_evaluated)
-        clock.append(time.perf_counter())
+        evaluations[attack] = model.images_evaluated - booked["images"]
+        seconds[attack] = time.perf_counter() - booked["clock"]
+        booked.update(images=model.images_evaluated, clock=time.perf_counter())
 
     pgd, first, inferred = {}, None, {}
     for loss in params.pgd.losses:
@@ -96,33 +96,33 @@ def attack_split(net: Net, split: Split, positions: torch.Tensor, params: Attack
                                      f"PGD-{loss} {name}", progress)
             first = first or attack
         spent(f"pgd_{loss}")
-    result = SplitAttack(name, positions, labels, clean, pgd, {}, {}, headline, evaluations,
-                         seconds, pgd_inferred=inferred, pgd_peak_margin=first.peak)
-
-    def refine(attack_name: str, attack, above: float) -> None:
-        """Run ``attack`` downward from the worst case so far on images surviving ``above``."""
-        result.refined[attack_name] = refine_down(
-            attack, images, labels, grid, result.worst.min_radius, batch, seed, above,
-            f"{attack_name} {name}", progress)
+    # the worst case so far, per image: each later Linf attack starts below it
+    worst = torch.stack([s.min_radius for s in pgd.values()]).amin(0)
+    refined = {}
+    for attack_name, attack, above in (("apgd", APGD(model, params.apgd), 0.0),
+                                       ("square", Square(model, params.square), headline)):
+        refined[attack_name] = refine_down(attack, images, labels, grid, worst, batch, seed,
+                                           above, f"{attack_name} {name}", progress)
+        worst = torch.minimum(worst, refined[attack_name])
         spent(attack_name)
-
-    refine("apgd", APGD(model, params.apgd), 0.0)
-    refine("square", Square(model, params.square), headline)
     # The convergence check: twice the restarts and other random starts, at the headline radius,
     # on the images every attack so far left standing there.
     second = APGD(model, params.apgd, restarts=2 * params.apgd.restarts)
-    survivors = result.worst.min_radius > headline
-    result.refined["apgd_second_pass"] = attack_at(second, images, labels, survivors, headline,
-                                                   batch, seed + SECOND_PASS_SEED)
+    refined["apgd_second_pass"] = attack_at(second, images, labels, worst > headline, headline,
+                                            batch, seed + SECOND_PASS_SEED)
+    worst = torch.minimum(worst, refined["apgd_second_pass"])
     spent("apgd_second_pass")
 
-    result.minimum_norm["cw"] = norm_sweep(CarliniWagner(model, params.cw), images, labels,
-                                           params.cw.epsilons, batch, f"CW {name}", progress)
-    spent("cw")
-    result.minimum_norm["fab"] = norm_sweep(FAB(model, params.fab, seed), images, labels,
-                                            params.cw.epsilons, batch, f"FAB {name}", progress)
-    spent("fab")
-    result.mechanism, result.per_image_extra = diagnostics.mechanism(
-        net, images, labels, result.worst.min_radius, batch)
-    return result
+    minimum_norm = {}
+    for norm_name, attack, label in (("cw", CarliniWagner(model, params.cw), "CW"),
+                                     ("fab", FAB(model, params.fab, seed), "FAB")):
+        minimum_norm[norm_name] = norm_sweep(attack, images, labels, params.cw.epsilons, batch,
+                                             f"{label} {name}", progress)
+        spent(norm_name)
+    mechanism, per_image_extra = diagnostics.mechanism(net, images, labels, worst, batch)
+    return SplitAttack(name=name, positions=positions, labels=labels, clean_accuracy=clean,
+                       pgd=pgd, refined=refined, minimum_norm=minimum_norm, headline=headline,
+                       evaluations=evaluations, seconds=seconds, mechanism=mechanism,
+                       per_image_extra=per_image_extra, pgd_inferred=inferred,
+                       pgd_peak_margin=first.peak)
 

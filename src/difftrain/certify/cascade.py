@@ -115,9 +115,11 @@ def certify_split(net, name: str, images: torch.Tensor, labels: torch.Tensor,
     alive = B.forward(layers, x) * side > tolerance  # certified at radius 0: correct, with margin
     radius[alive] = 0.0
     method[alive] = 0
-    result = SplitCertificate(name, positions, labels.cpu(), tuple(grid), radius, method, names,
-                              worst.double(), {m: 0 for m in params.methods},
-                              {m: 0 for m in params.methods}, {m: 0.0 for m in params.methods})
+    worst = worst.double()
+    decided = {m: 0 for m in params.methods}
+    tried = {m: 0 for m in params.methods}  # also CROWN's budget counter
+    seconds = {m: 0.0 for m in params.methods}
+    skipped = 0
     bar = tqdm(total=len(grid) - 1, desc=f"certify {name}", disable=not progress, unit="eps")
     for eps in grid[1:]:
         todo = torch.nonzero(alive).flatten()
@@ -127,26 +129,24 @@ def certify_split(net, name: str, images: torch.Tensor, labels: torch.Tensor,
             if not len(todo):
                 break
             if m == "crown":  # the costly one only where the attacks left a chance
-                todo = todo[result.worst[todo] > eps]
+                todo = todo[worst[todo] > eps]
                 if eps > params.crown_max_eps:
-                    result.crown_skipped += len(todo)
+                    skipped += len(todo)
                     continue
-            start, made = time.perf_counter(), 0
+            start = time.perf_counter()
             # CROWN one image at a time, so its budget is counted in images
             size = 1 if m == "crown" else params.batch_size
             for chunk in todo.split(size):
-                if m == "crown" and result.tried[m] + made >= params.crown_attempts:
-                    result.crown_skipped += len(chunk)
+                if m == "crown" and tried[m] >= params.crown_attempts:
+                    skipped += len(chunk)
                     continue
-                made += len(chunk)
+                tried[m] += len(chunk)
                 bound = B.lower_margin(layers, x[chunk], side[chunk], eps / 255, m)
                 ok = bound > tolerance[chunk]
                 done_here[chunk[ok]] = True
                 method[chunk[ok]] = names.index(m)
-                result.decided[m] += int(ok.sum())
-            spent = time.perf_counter() - start
-            result.seconds[m] += spent
-            result.tried[m] += made
+                decided[m] += int(ok.sum())
+            seconds[m] += time.perf_counter() - start
         radius[done_here] = eps
         alive &= done_here
         bar.update(1)
@@ -154,4 +154,6 @@ def certify_split(net, name: str, images: torch.Tensor, labels: torch.Tensor,
         if not alive.any():
             break
     bar.close()
-    return result
+    return SplitCertificate(name=name, positions=positions, labels=labels.cpu(), grid=tuple(grid),
+                            radius=radius, method=method, names=names, worst=worst,
+                            decided=decided, tried=tried, seconds=seconds, crown_skipped=skipped)
