@@ -27,5 +27,5 @@ def test_its_errors_name_the_subcommand():
     assert result.stderr.strip().endswith("difftrain study: error: name experiments or pass --all")
     result = run(str(SCRIPT), "nope")
     assert (result.returncode, result.stderr.strip()) == (
-        2, "difftrain: unknown subcommand 'nope'; expected one of study, compare, grid")
+        2, "difftrain: unknown subcommand 'nope'; expected one of study, compare, grid, report")
     assert run(str(SCRIPT)).returncode == 2

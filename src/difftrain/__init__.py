@@ -3,7 +3,7 @@
 Sub-packages by layer, each importing only from layers below (checked by import-linter,
 ``lint-imports``; the contract is in pyproject.toml):
 
-    commands                      the ``difftrain study|compare|grid`` console script
+    commands                      the ``difftrain study|compare|grid|report`` console script
     study, compare, grid, fetch   the user's ``python -m difftrain.X`` commands
     report | runs                 reading results | running grids
     mechanism | attacks | certify what a trained model is measured by

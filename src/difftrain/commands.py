@@ -1,4 +1,4 @@
-"""`difftrain study|compare|grid ...`: one command for the user's tools, as `dvc` and `ray` have.
+"""`difftrain study|compare|grid|report ...`: one command for the user's tools, as `dvc` and `ray` have.
 
 Each subcommand hands the rest of the command line to its module's ``main``, so
 `difftrain study --all` and `python -m difftrain.study --all` are the same call.
@@ -17,12 +17,17 @@ def _compare(argv):
     compare.main(argv)
 
 
+def _report(argv):
+    from difftrain.report import pages
+    pages.main(argv)
+
+
 def _grid(argv):
     from difftrain.runs import grid
     grid.main(argv)
 
 
-SUBCOMMANDS = {"study": _study, "compare": _compare, "grid": _grid}
+SUBCOMMANDS = {"study": _study, "compare": _compare, "grid": _grid, "report": _report}
 USAGE = (f"usage: difftrain {{{','.join(SUBCOMMANDS)}}} ...  (difftrain SUBCOMMAND --help for "
          f"its options)")
 

@@ -8,9 +8,11 @@ its claims as claims *across models*. From the study's table of runs alone:
   case over all attacks at 2, 4 and 8/255, PCA components for 99% of the feature variance, the
   head's margin over the SVM optimum and the median first-order input-space margin; and per pair
   whether each claim of the paper holds there (``CLAIMS``).
-* ``paired_tests``: per radius, differential minus CE worst-case test accuracy across pairs, with
-  the Wilcoxon signed-rank test (scipy; two-sided, zero differences dropped as Wilcoxon's original
-  test does) and its p-value. Pairs, not runs, are the unit: the two losses see the same images.
+* ``paired_tests``: per attack (the paper's PGD, the worst case) and radius, differential minus CE
+  test accuracy across pairs, with the Wilcoxon signed-rank test (scipy; two-sided, zero
+  differences dropped as Wilcoxon's original test does), its p-value, the smallest p its number
+  of non-zero differences allows, and Holm's correction over the family (statsmodels). Pairs,
+  not runs, are the unit: the two losses see the same images.
 * ``correlations``: across every run (pairs x losses, plus any other run passed in), Spearman's
   rho of the worst-case test accuracy at 4/255 with each mechanism the paper names, beside the
   sign the paper predicts (more components, a larger margin: more robust, so rho > 0) and
@@ -42,6 +44,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
+from statsmodels.stats.multitest import multipletests  # noqa: E402
 
 from difftrain.core.errors import DataError  # noqa: E402
 from difftrain.report.plots import save_figure  # noqa: E402
@@ -65,6 +68,7 @@ MECHANISMS = {
                                 "a small input-space margin is an adversarial example"),
 }
 TIE = 1e-9  # accuracies are k/n: a difference below this is float noise (0.015 vs 0.015000000000000001)
+DIGITS = 9  # and differences are compared rounded to it, so equal ones rank as ties
 
 
 def _greater(a, b) -> bool | None:
@@ -212,24 +216,49 @@ def budget_check(table: pd.DataFrame, identity: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+ATTACKS = {"paper": "the paper's PGD", "worst": "the worst case over all attacks"}
+
+
 def paired_tests(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Differential minus CE worst-case test accuracy across pairs, per radius: the median and
-    mean difference, how many pairs went each way, and Wilcoxon's signed-rank p-value (NaN with
-    fewer than two non-zero differences, where the test says nothing)."""
+    """Differential minus CE test accuracy across pairs, per attack and radius: the median and
+    mean difference, how many pairs went each way (differences rounded to ``DIGITS``: noise is a
+    tie, and equal differences share a rank), and
+    Wilcoxon's signed-rank p-value, NaN with fewer than two non-zero differences, where the test
+    says nothing. ``smallest_possible_p`` is the exact two-sided p of the most extreme outcome
+    with that many non-zero differences (2 / 2^n): where it is above 0.05 no outcome could have
+    been significant. ``holm_p`` corrects for the family of these tests (statsmodels' Holm)."""
     rows = []
-    for r in RADII:
-        diff = (pairs[f"diff_worst_test_eps{r}"] - pairs[f"ce_worst_test_eps{r}"]).dropna()
-        nonzero = diff[diff != 0]
-        if len(nonzero) >= 2:
-            test = stats.wilcoxon(diff, zero_method="wilcox", alternative="two-sided")
-            statistic, p = float(test.statistic), float(test.pvalue)
-        else:
-            statistic = p = math.nan
-        rows.append({"eps_255": r, "pairs": len(diff), "median_difference": diff.median(),
-                     "mean_difference": diff.mean(), "differential_higher": int((diff > 0).sum()),
-                     "ce_higher": int((diff < 0).sum()), "ties": int((diff == 0).sum()),
-                     "wilcoxon_statistic": statistic, "p_value": p})
-    return pd.DataFrame(rows)
+    for kind in ATTACKS:
+        for r in RADII:
+            diff = (pairs[f"diff_{kind}_test_eps{r}"] - pairs[f"ce_{kind}_test_eps{r}"]).dropna()
+            diff = diff.round(DIGITS)  # equal differences rank as ties, tiny ones are zero
+            nonzero = diff[diff != 0]
+            if len(nonzero) >= 2:
+                test = stats.wilcoxon(nonzero, alternative="two-sided")
+                statistic, p = float(test.statistic), float(test.pvalue)
+            else:
+                statistic = p = math.nan
+            rows.append({"attack": kind, "eps_255": r, "pairs": len(diff),
+                         "median_difference": diff.median(), "mean_difference": diff.mean(),
+                         "differential_higher": int((diff > 0).sum()),
+                         "ce_higher": int((diff < 0).sum()), "ties": int((diff == 0).sum()),
+                         "wilcoxon_statistic": statistic, "p_value": p,
+                         "smallest_possible_p": min(1.0, 2 / 2 ** len(nonzero))})
+    tests = pd.DataFrame(rows)
+    tested = tests["p_value"].notna()
+    tests["holm_p"] = math.nan
+    if tested.any():
+        tests.loc[tested, "holm_p"] = multipletests(tests.loc[tested, "p_value"], method="holm")[1]
+    return tests
+
+
+def tests_section(pairs: pd.DataFrame) -> str:
+    """The page's paired tests, from the per-pair measures: a test holds the committed page to it."""
+    return TESTS_HEADING + "\n\n" + _md(paired_tests(pairs))
+
+
+TESTS_HEADING = ("## Differential minus CE, across pairs (Wilcoxon signed-rank, Holm-corrected "
+                 "over the attacks and radii)")
 
 
 def correlations(table: pd.DataFrame) -> pd.DataFrame:
@@ -327,8 +356,7 @@ def main(table: pd.DataFrame, out: Path, written: list, by: list[str] | None = N
     sections = [f"Runs: {len(table)} ({len(models)} models); {note or 'one setting'}.",
                 claims_section(pairs),
                 "## Per pair (all columns in the CSV)\n\n" + _md(pairs[shown]),
-                "## Differential minus CE, worst case, across pairs (Wilcoxon signed-rank)\n\n"
-                + _md(tests),
+                TESTS_HEADING + "\n\n" + _md(tests),
                 "## Robustness at 4/255 against the mechanisms, across models (Spearman)\n\n"
                 + _md(corr.drop(columns=["label"]))]
     if len(budget):
