@@ -119,16 +119,19 @@ def test_paper_grid_lists_the_readme_sixteen_runs():
     assert len({r.name for r in grid.runs}) == 16 and all(r.name.startswith("paper-") for r in grid.runs)
 
 
-def test_pairs_grid_holds_all_45_unordered_pairs_with_both_losses():
+def test_class_pairs_grid_holds_all_45_unordered_pairs_with_both_losses():
     import itertools
 
     from difftrain.core.params import CIFAR10_CLASSES
 
     base = yaml.safe_load((REPO / "params.yaml").read_text())
-    grid = G.load(REPO / "grids" / "pairs.yaml", base)
+    grid = G.load(REPO / "grids" / "classpairs.yaml", base)
     seen = sorted((tuple(r.overrides["data.classes"]), r.overrides["loss"]) for r in grid.runs)
     assert seen == sorted((pair, loss) for pair in itertools.combinations(CIFAR10_CLASSES, 2)
                           for loss in ("cross_entropy", "differential"))
+    # the 12-pair span has the same experiment names, so the full grid skips what it ran
+    span = G.load(REPO / "grids" / "classpairs-span.yaml", base)
+    assert len(span.runs) == 24 and {r.name for r in span.runs} <= {r.name for r in grid.runs}
 
 
 def test_a_dry_run_lists_the_runs_without_any_remote(tmp_path):
