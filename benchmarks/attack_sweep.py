@@ -64,7 +64,7 @@ def main():
         radii.append(sweep.min_radius)
     paper_radius = torch.stack(radii).amin(0)
     _, before_time["cw"], before["cw"] = timed(model, lambda: norm_sweep(
-        CarliniWagner(model, a.cw), x, y, a.cw.epsilons, a.batch_size, progress=False))
+        CarliniWagner(model, a.cw), x, y, a.l2_epsilons, a.batch_size, progress=False))
 
     start = time.perf_counter()
     after = attack_split(net, split, positions, a, headline, args.split, progress=False)

@@ -115,7 +115,7 @@ def test_stratified_choice_is_balanced_deterministic_and_checked(tiny_ce):
 @pytest.mark.parametrize("raw, message", [
     ({"attack": {"pgd": {"epsilons": [0, -8]}}}, "attack.pgd.epsilons.1 must be >= 0"),
     ({"attack": {"pgd": {"epsilons": [0, 8, 4]}}}, "attack.pgd.epsilons must be strictly increasing"),
-    ({"attack": {"cw": {"epsilons": [0.5, 1]}}}, "attack.cw.epsilons must start at 0"),
+    ({"attack": {"l2_epsilons": [0.5, 1]}}, "attack.l2_epsilons must start at 0"),
     ({"attack": {"fgsm": {"steps": 1}}}, "attack.fgsm is not a known parameter"),
     ({"attack": {"pgd": {"losses": ["hinge"]}}}, "attack.pgd.losses.0 must be one of cross_entropy, margin"),
     ({"attack": {"n_test": 0}}, "attack.n_test must be > 0"),

@@ -236,7 +236,7 @@ SETUPS = {
     "model-other-params": lambda w: _params(w, **{"train.lr": 0.005}),
     "attack-n-too-large": lambda w: _params(w, attack={"n_train": 8, "n_test": 999}),
     "epsilon-negative": lambda w: _params(w, attack={"pgd": {"epsilons": [0, -8]}}),
-    "epsilon-grid-no-zero": lambda w: _params(w, attack={"cw": {"epsilons": [0.5, 1]}}),
+    "epsilon-grid-no-zero": lambda w: _params(w, attack={"l2_epsilons": [0.5, 1]}),
     "attack-unknown": lambda w: _params(w, attack={"fgsm": {"steps": 1}}),
     "apgd-restarts-zero": lambda w: _params(w, attack={"apgd": {"restarts": 0}}),
     "headline-off-grid": lambda w: _params(w, plot={"headline_eps_255": 3}),

@@ -116,7 +116,7 @@ def attack_split(net: Net, split: Split, positions: torch.Tensor, params: Attack
     minimum_norm = {}
     for norm_name, attack, label in (("cw", CarliniWagner(model, params.cw), "CW"),
                                      ("fab", FAB(model, params.fab, seed), "FAB")):
-        minimum_norm[norm_name] = norm_sweep(attack, images, labels, params.cw.epsilons, batch,
+        minimum_norm[norm_name] = norm_sweep(attack, images, labels, params.l2_epsilons, batch,
                                              f"{label} {name}", progress)
         spent(norm_name)
     mechanism, per_image_extra = diagnostics.mechanism(net, images, labels, worst, batch)

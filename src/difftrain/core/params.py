@@ -139,14 +139,11 @@ class PGDParams(_Section):
 
 
 class CWParams(_Section):
-    epsilons: Grid = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
     steps: PositiveInt = 100
     binary_search_steps: PositiveInt = 5
     stepsize: Annotated[float, Field(gt=0.0)] = 0.01
     confidence: NonNegative = 0.0
     initial_const: Annotated[float, Field(gt=0.0)] = 1.0
-
-    _grid = field_validator("epsilons", mode="after")(_epsilon_grid)
 
 
 class APGDParams(_Section):
@@ -171,6 +168,9 @@ class AttackParams(_Section):
     seed: Seed = 0
     batch_size: PositiveInt = 500
     pgd: PGDParams = PGDParams()
+    # L2 radii at which both minimum-norm attacks (CW, FAB) are read off: one grid, since the L2
+    # worst case is their minimum per image
+    l2_epsilons: Grid = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
     cw: CWParams = CWParams()
     apgd: APGDParams = APGDParams()
     square: SquareParams = SquareParams()
@@ -178,6 +178,8 @@ class AttackParams(_Section):
     overstatement_tol: Fraction = 0.02
     convergence_tol: Fraction = 0.01
     l2_overstatement_tol: Annotated[float, Field(ge=0.0)] = 0.1
+
+    _l2_grid = field_validator("l2_epsilons", mode="after")(_epsilon_grid)
 
 
 class CertifyParams(_Section):
@@ -244,11 +246,11 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _headline_on_grids(self):
-        for key, grid, kind in (("headline_eps_255", self.attack.pgd.epsilons, "pgd"),
-                                ("headline_eps_l2", self.attack.cw.epsilons, "cw")):
+        for key, grid, name in (("headline_eps_255", self.attack.pgd.epsilons, "pgd.epsilons"),
+                                ("headline_eps_l2", self.attack.l2_epsilons, "l2_epsilons")):
             eps = getattr(self.plot, key)
             if eps not in grid:
-                raise ValueError(f"plot.{key} is {eps:g}, which is not on attack.{kind}.epsilons "
+                raise ValueError(f"plot.{key} is {eps:g}, which is not on attack.{name} "
                                  f"{list(grid)}; pick one of those or add it to the grid")
         return self
 

@@ -23,8 +23,8 @@ def headline(train: dict, features: dict, attack: dict, eps_255: float, eps_l2: 
         key = eps_key(eps)
         if key not in field(attack, f"{split}.{kind}", ATTACK_JSON):
             raise DataError(f"metrics/attack.json has no {kind} accuracy at epsilon {eps:g} "
-                            f"({split}); add it to attack.{grid}.epsilons or change "
-                            f"plot.headline_{'eps_255' if grid == 'pgd' else 'eps_l2'}")
+                            f"({split}); add it to attack.{grid} or change "
+                            f"plot.headline_{'eps_255' if grid == 'pgd.epsilons' else 'eps_l2'}")
         return accuracy_field(attack, f"{split}.{kind}.{key}.accuracy", ATTACK_JSON)
 
     def anywhere(flag: str) -> bool:
@@ -38,14 +38,14 @@ def headline(train: dict, features: dict, attack: dict, eps_255: float, eps_l2: 
     return {
         "clean_test_accuracy": accuracy_field(train, "test_accuracy", TRAIN_JSON),
         "clean_train_accuracy": accuracy_field(train, "train_accuracy", TRAIN_JSON),
-        **{f"robust_{s}_accuracy_at_{tag}": pick(s, "worst", eps_255, "pgd") for s in SPLITS},
-        **{f"pgd_{s}_accuracy_at_{tag}": pick(s, "pgd", eps_255, "pgd") for s in SPLITS},
+        **{f"robust_{s}_accuracy_at_{tag}": pick(s, "worst", eps_255, "pgd.epsilons") for s in SPLITS},
+        **{f"pgd_{s}_accuracy_at_{tag}": pick(s, "pgd", eps_255, "pgd.epsilons") for s in SPLITS},
         **({f"certified_{s}_accuracy_at_{tag}": accuracy_field(
             certify, f"{s}.certified.{eps_key(eps_255)}.accuracy", CERTIFY_JSON)
             for s in SPLITS} if certify is not None else {}),
-        **{f"l2_{s}_accuracy_at_l2_{tag_l2}": pick(s, "l2_worst", eps_l2, "cw")
+        **{f"l2_{s}_accuracy_at_l2_{tag_l2}": pick(s, "l2_worst", eps_l2, "l2_epsilons")
            for s in SPLITS},
-        **{f"cw_{s}_accuracy_at_l2_{tag_l2}": pick(s, "cw", eps_l2, "cw") for s in SPLITS},
+        **{f"cw_{s}_accuracy_at_l2_{tag_l2}": pick(s, "cw", eps_l2, "l2_epsilons") for s in SPLITS},
         "l2_test_median": field(attack, "test.median_l2.worst", ATTACK_JSON),
         "cw_test_median_l2": field(attack, "test.median_l2.cw", ATTACK_JSON),
         "feature_components_99": field(features, "train.components_99", FEATURES_JSON),
