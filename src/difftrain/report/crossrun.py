@@ -42,6 +42,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 from statsmodels.stats.multitest import multipletests  # noqa: E402
@@ -252,6 +253,62 @@ def paired_tests(pairs: pd.DataFrame) -> pd.DataFrame:
     return tests
 
 
+def _partial_spearman(y: pd.Series, x: pd.Series, control: pd.Series) -> tuple[float, float]:
+    """Spearman's rho of x and y with ``control`` partialled out: the Pearson correlation of the
+    residuals of their ranks regressed on the control's ranks, with its t-test on n - 3 degrees
+    of freedom (one controlled variable). Ten lines, so not worth a dependency (pingouin)."""
+    ranks = pd.DataFrame({"y": y, "x": x, "c": control}).rank()
+    def residual(column):
+        slope, intercept = np.polyfit(ranks["c"], ranks[column], 1)
+        return ranks[column] - (slope * ranks["c"] + intercept)
+    rho = float(np.corrcoef(residual("y"), residual("x"))[0, 1])
+    n = len(ranks)
+    t = rho * math.sqrt((n - 3) / max(1e-300, 1 - rho * rho))
+    return rho, float(2 * stats.t.sf(abs(t), n - 3))
+
+
+def mechanisms_controlled(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Each mechanism against the worst case at CORRELATION_EPS_255, where task difficulty cannot
+    carry it: within pairs (Spearman of the paired change in the mechanism, differential minus CE,
+    against the paired change in robustness) and across the pairs' models with clean accuracy
+    partialled out. Holm over the mechanisms, per analysis. NaN where fewer than 4 values."""
+    target = f"worst_test_eps{CORRELATION_EPS_255}"
+    models = {c: pd.concat([pairs[f"ce_{c}"], pairs[f"diff_{c}"]], ignore_index=True)
+              for c in {target, "clean_test_accuracy", *MECHANISMS}}
+    rows = []
+    for mechanism, (label, predicted, _) in MECHANISMS.items():
+        change = pd.DataFrame({"m": pairs[f"diff_{mechanism}"] - pairs[f"ce_{mechanism}"],
+                               "r": pairs[f"diff_{target}"] - pairs[f"ce_{target}"]}).dropna()
+        within = (stats.spearmanr(change["m"], change["r"]) if len(change) >= 4 else None)
+        both = pd.DataFrame({"r": models[target], "m": models[mechanism],
+                             "c": models["clean_test_accuracy"]}).dropna()
+        partial = _partial_spearman(both["r"], both["m"], both["c"]) if len(both) >= 4 else None
+        rows.append({"mechanism": label, "predicted_sign": "+" if predicted > 0 else "-",
+                     "within_pairs": len(change),
+                     "within_rho": float(within.statistic) if within else math.nan,
+                     "within_p": float(within.pvalue) if within else math.nan,
+                     "partial_models": len(both),
+                     "partial_rho": partial[0] if partial else math.nan,
+                     "partial_p": partial[1] if partial else math.nan})
+    table = pd.DataFrame(rows)
+    for kind in ("within", "partial"):
+        tested = table[f"{kind}_p"].notna()
+        table[f"{kind}_holm_p"] = math.nan
+        if tested.any():
+            table.loc[tested, f"{kind}_holm_p"] = multipletests(table.loc[tested, f"{kind}_p"],
+                                                                method="holm")[1]
+    return table
+
+
+MECHANISMS_HEADING = ("## The mechanisms where task difficulty cannot carry them (within pairs; "
+                      "across models with clean accuracy partialled out)")
+
+
+def mechanisms_section(pairs: pd.DataFrame) -> str:
+    """The page's controlled mechanism table, from the per-pair measures."""
+    return MECHANISMS_HEADING + "\n\n" + _md(mechanisms_controlled(pairs))
+
+
 def tests_section(pairs: pd.DataFrame) -> str:
     """The page's paired tests, from the per-pair measures: a test holds the committed page to it."""
     return TESTS_HEADING + "\n\n" + _md(paired_tests(pairs))
@@ -358,7 +415,8 @@ def main(table: pd.DataFrame, out: Path, written: list, by: list[str] | None = N
                 "## Per pair (all columns in the CSV)\n\n" + _md(pairs[shown]),
                 TESTS_HEADING + "\n\n" + _md(tests),
                 "## Robustness at 4/255 against the mechanisms, across models (Spearman)\n\n"
-                + _md(corr.drop(columns=["label"]))]
+                + _md(corr.drop(columns=["label"])),
+                mechanisms_section(pairs)]
     if len(budget):
         sections.append("## Reduced against default attack budget (worst case, test)\n\n"
                         + _md(budget.drop(columns=["reduced", "default"])))

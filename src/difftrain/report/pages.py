@@ -2,9 +2,10 @@
 committed per-pair table (``docs/classpairs/classpairs_per_pair.csv``, which the study writes
 from the experiments), so no number there is typed by hand.
 
-It rewrites the claim and test sections of ``docs/classpairs/classpairs.md``, the tests CSV beside
-it, and every block between ``<!-- generated: classpairs-tests -->`` and ``<!-- /generated -->``
-in README.md and docs/classpairs.md. A file whose text would not change is not written.
+It rewrites the claim, test and controlled-mechanism sections of ``docs/classpairs/classpairs.md``,
+the tests CSV beside it, and every block between ``<!-- generated: NAME -->`` and
+``<!-- /generated -->`` in README.md and docs/classpairs.md (NAME: classpairs-tests,
+classpairs-mechanisms). A file whose text would not change is not written.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ FOLDER = Path("docs/classpairs")
 PER_PAIR, TESTS_CSV, PAGE = (FOLDER / "classpairs_per_pair.csv", FOLDER / "classpairs_tests.csv",
                              FOLDER / "classpairs.md")
 QUOTING = (Path("README.md"), Path("docs/classpairs.md"))
-BLOCK = re.compile(r"(<!-- generated: classpairs-tests -->\n)(.*?)(<!-- /generated -->)", re.S)
+BLOCK = re.compile(r"(<!-- generated: ([a-z-]+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 
 
 def tests_summary(tests: pd.DataFrame) -> str:
@@ -61,14 +62,38 @@ def pages(repo: Path) -> dict[Path, str]:
     page = (repo / PAGE).read_text(encoding="utf-8")
     page = _section(page, crossrun.CLAIMS_HEADING.split(" (")[0], crossrun.claims_section(pairs), repo / PAGE)
     page = _section(page, "## Differential minus CE, ", crossrun.tests_section(pairs), repo / PAGE)
+    page = _section(page, crossrun.MECHANISMS_HEADING.split(" (")[0],
+                    crossrun.mechanisms_section(pairs), repo / PAGE)
     out[repo / PAGE] = page
-    summary = tests_summary(tests)
+    blocks = {"classpairs-tests": tests_summary(tests),
+              "classpairs-mechanisms": mechanisms_summary(crossrun.mechanisms_controlled(pairs))}
+
+    def fill(match):
+        if match.group(2) not in blocks:
+            raise DataError(f"unknown generated block {match.group(2)!r}; known: {', '.join(blocks)}")
+        return match.group(1) + blocks[match.group(2)] + match.group(4)
+
     for path in QUOTING:
         text = (repo / path).read_text(encoding="utf-8")
         if not BLOCK.search(text):
-            raise DataError(f"{path}: no <!-- generated: classpairs-tests --> block to fill")
-        out[repo / path] = BLOCK.sub(lambda m: m.group(1) + summary + m.group(3), text)
+            raise DataError(f"{path}: no <!-- generated: ... --> block to fill")
+        out[repo / path] = BLOCK.sub(fill, text)
     return out
+
+
+def mechanisms_summary(table: pd.DataFrame) -> str:
+    """One line per mechanism: within pairs and with clean accuracy partialled out."""
+    def part(rho, p, holm, n, what):
+        if pd.isna(rho):
+            return f"{what}: not computable ({n} values)"
+        return f"{what}: rho {rho:+.2f} (p {p:.2g}, Holm {holm:.2g}, n = {n})"
+    lines = [f"- {row.mechanism} (the paper predicts {row.predicted_sign}): "
+             + part(row.within_rho, row.within_p, row.within_holm_p, row.within_pairs, "within pairs")
+             + "; " + part(row.partial_rho, row.partial_p, row.partial_holm_p, row.partial_models,
+                           "across models, clean accuracy partialled out") + "."
+             for row in table.itertuples()]
+    return (f"Where task difficulty cannot carry it (`difftrain report`, from {PER_PAIR}; worst "
+            f"case at {crossrun.CORRELATION_EPS_255}/255):\n" + "\n".join(lines) + "\n")
 
 
 def write(repo: Path) -> list[Path]:
