@@ -68,8 +68,8 @@ MECHANISMS = {
     "first_order_margin_test": ("median first-order input margin (test)", +1,
                                 "a small input-space margin is an adversarial example"),
 }
-TIE = 1e-9  # accuracies are k/n: a difference below this is float noise (0.015 vs 0.015000000000000001)
-DIGITS = 9  # and differences are compared rounded to it, so equal ones rank as ties
+DIGITS = 9  # accuracies are k/n: differences are compared rounded to 9 digits, so equal ones rank
+TIE = 10.0 ** -DIGITS  # as ties and float noise (0.015 vs 0.015000000000000001) is no difference
 
 
 def _greater(a, b) -> bool | None:
@@ -246,11 +246,17 @@ def paired_tests(pairs: pd.DataFrame) -> pd.DataFrame:
                          "wilcoxon_statistic": statistic, "p_value": p,
                          "smallest_possible_p": min(1.0, 2 / 2 ** len(nonzero))})
     tests = pd.DataFrame(rows)
-    tested = tests["p_value"].notna()
-    tests["holm_p"] = math.nan
-    if tested.any():
-        tests.loc[tested, "holm_p"] = multipletests(tests.loc[tested, "p_value"], method="holm")[1]
+    tests["holm_p"] = _holm(tests["p_value"])
     return tests
+
+
+def _holm(p: pd.Series) -> pd.Series:
+    """Holm-adjusted p-values over the family ``p`` (statsmodels); NaN where no test ran."""
+    adjusted = pd.Series(math.nan, index=p.index)
+    tested = p.notna()
+    if tested.any():
+        adjusted[tested] = multipletests(p[tested], method="holm")[1]
+    return adjusted
 
 
 def _partial_spearman(y: pd.Series, x: pd.Series, control: pd.Series) -> tuple[float, float]:
@@ -292,11 +298,7 @@ def mechanisms_controlled(pairs: pd.DataFrame) -> pd.DataFrame:
                      "partial_p": partial[1] if partial else math.nan})
     table = pd.DataFrame(rows)
     for kind in ("within", "partial"):
-        tested = table[f"{kind}_p"].notna()
-        table[f"{kind}_holm_p"] = math.nan
-        if tested.any():
-            table.loc[tested, f"{kind}_holm_p"] = multipletests(table.loc[tested, f"{kind}_p"],
-                                                                method="holm")[1]
+        table[f"{kind}_holm_p"] = _holm(table[f"{kind}_p"])
     return table
 
 
