@@ -5,7 +5,7 @@ import _env  # noqa: F401  (one line, not a traceback, without the project's env
 from difftrain.core.cli import run_stage
 from difftrain.data.cifar import IMAGE_SUFFIXES, prepare, skipped_files, splits_sha256, tensor_sha256
 from difftrain.core.io import Outputs, ensure_writable, git_revision
-from difftrain.core.provenance import data_provenance
+from difftrain.core.provenance import data_provenance, machine
 
 OUTPUTS = ["data/prepared/train.safetensors", "data/prepared/test.safetensors",
            "data/prepared/provenance.json", "metrics/prepare.json"]
@@ -25,7 +25,7 @@ def main(params):
         metrics[name] = {"n": len(split.labels), **split.counts(params.data.classes),
                          "sha256": tensor_sha256(split.images, split.labels)}
     data = data_provenance(params, source, splits_sha256(splits))
-    metrics["provenance"] = {**data, "git_revision": git_revision()}
+    metrics["provenance"] = {**data, "git_revision": git_revision(), **machine()}
     with Outputs() as out:
         for name, split in splits.items():
             out.save_bytes(split.to_bytes(), f"data/prepared/{name}.safetensors")

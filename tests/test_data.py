@@ -11,6 +11,7 @@ from PIL import Image
 from difftrain.data.cifar import detect_source, load_split, prepare
 from difftrain.core.errors import DataError
 from difftrain.core.params import DataParams
+from difftrain.core.provenance import machine
 
 from conftest import make_batches, make_image_folder, read_batches, run_stage, write_params
 
@@ -134,6 +135,23 @@ def test_prepare_stage_writes_splits_and_metrics_and_reports_skipped_files(workd
         "provenance.json", "test.safetensors", "train.safetensors"]
     assert metrics["provenance"]["data_sha256"] == json.loads(
         (workdir / "data" / "prepared" / "provenance.json").read_text())["data_sha256"]
+    # the machine that made it (issue 30): same CPU kind as here, the stage's thread count
+    assert metrics["provenance"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert metrics["provenance"]["torch_threads"] >= 1
+
+
+def test_machine_names_thread_count_and_cpu_kind():
+    """Two runs of one seed match byte for byte only on the same CPU kind and thread count."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = machine()
+    finally:
+        torch.set_num_threads(threads)
+    assert one["torch_threads"] == 1
+    assert machine()["torch_threads"] == threads
+    assert one["cpu_capability"] in {"DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX", "SVE256"}
+    assert one["cpu_model"]
 
 
 class _Payload:

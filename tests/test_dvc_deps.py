@@ -24,7 +24,7 @@ NOT_DEPENDENCIES = {
        for f in PACKAGE.rglob("__init__.py")},
     "src/difftrain/core/errors.py": "error types: only the wording of failures",
     "src/difftrain/core/io.py": "how outputs are stored (atomic, safetensors, strict JSON), not what they say",
-    "src/difftrain/core/provenance.py": "records where data and code came from, computes nothing",
+    "src/difftrain/core/provenance.py": "records where data, code and machine came from, computes nothing",
     "src/difftrain/core/cli.py": "the stage entry point: load params, print errors",
 }
 

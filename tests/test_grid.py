@@ -132,6 +132,18 @@ def test_class_pairs_grid_holds_all_45_unordered_pairs_with_both_losses():
     # the 12-pair span has the same experiment names, so the full grid skips what it ran
     span = G.load(REPO / "grids" / "classpairs-span.yaml", base)
     assert len(span.runs) == 24 and {r.name for r in span.runs} <= {r.name for r in grid.runs}
+    # the rest and the span together are the full grid, by name, and share no run
+    rest = G.load(REPO / "grids" / "classpairs-rest.yaml", base)
+    assert len(rest.runs) == 66
+    assert {r.name for r in rest.runs} | {r.name for r in span.runs} == {r.name for r in grid.runs}
+    # the seeds: the span's pairs and losses at seeds 1 and 2, `seed` and `pairs.seed` together
+    seeds = G.load(REPO / "grids" / "classpairs-seeds.yaml", base)
+    assert sorted((tuple(r.overrides["data.classes"]), r.overrides["loss"], r.overrides["seed"])
+                  for r in seeds.runs) == sorted(
+        (tuple(r.overrides["data.classes"]), r.overrides["loss"], s)
+        for r in span.runs for s in (1, 2))
+    assert all(r.overrides["pairs.seed"] == r.overrides["seed"] for r in seeds.runs)
+    assert not {r.name for r in seeds.runs} & {r.name for r in grid.runs}
 
 
 def test_a_dry_run_lists_the_runs_without_any_remote(tmp_path):

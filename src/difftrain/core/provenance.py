@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
+
+import torch
 
 from difftrain.core.io import git_revision, read_json
 from difftrain.core.params import Params
@@ -34,6 +37,29 @@ def data_provenance(params: Params, source: str, data_sha256: str) -> dict:
             "data_root": params.data.root, "data_sha256": data_sha256}
 
 
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """What decides whether two runs of the same parameters give byte-identical models.
+
+    torch picks its CPU kernels by instruction set (``cpu_capability``: AVX512, AVX2, ...) and
+    splits reductions by thread count, so the same seed trains different models on different
+    CPU kinds or thread counts (the headline numbers agree within their seed spread).
+    """
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_model": _cpu_model(), "torch_threads": torch.get_num_threads(),
+            "torch_version": torch.__version__.split("+")[0]}
+
+
 def inherited(path: str | Path = PREPARED) -> dict:
-    """What every metrics file records: the prepared data's provenance and the running code."""
-    return {**read_json(path), "git_revision": git_revision()}
+    """What every metrics file records: the prepared data's provenance, the code and the machine."""
+    return {**read_json(path), "git_revision": git_revision(), **machine()}
