@@ -19,8 +19,10 @@ its claims as claims *across models*. From the study's table of runs alone:
   whether the measurement agrees (the sign matches and p < 0.05). A model attacked at two
   budgets counts once (its larger budget).
 * ``budget_check``: runs that differ only in the attack budget (``attack.n_train``,
-  ``attack.n_test``: how many images are attacked) side by side, the check that a sweep's
-  reduced budget moves the worst case by at most a point (``BUDGET_TOLERANCE``).
+  ``attack.n_test``: how many images are attacked) side by side. The reduced run attacks fewer
+  images, so its differences mix the attack with the sample: no tolerance is judged here. The
+  check that the reduced budget moves the worst case by at most a point on the same images is
+  ``benchmarks/attack_budget_check.py`` (docs/classpairs.md).
 
 The per-pair table and tests use the runs of one setting: where the CE and differential runs
 differ in more than the class pair, the loss and the seeds (another budget, training length,
@@ -48,6 +50,7 @@ from scipy import stats  # noqa: E402
 from statsmodels.stats.multitest import multipletests  # noqa: E402
 
 from difftrain.core.errors import DataError  # noqa: E402
+from difftrain.report import paired  # noqa: E402
 from difftrain.report.plots import save_figure  # noqa: E402
 
 RADII = (2, 4, 8)  # /255: the radii compared across runs (the study reads them per run)
@@ -55,7 +58,6 @@ CLASSES, LOSS = "data.classes", "loss"
 CE, DIFF = "cross_entropy", "differential"
 CORRELATION_EPS_255 = 4  # the correlations' radius (/255): robust accuracies there are neither 0 nor clean
 BUDGET = ("attack.n_train", "attack.n_test")  # how many images are attacked, not the model
-BUDGET_TOLERANCE = 0.01  # a reduced budget is valid where the worst case moves by at most this
 MEASURES = ["clean_test_accuracy", *[f"{kind}_test_eps{r}" for r in RADII
                                      for kind in ("paper", "worst")],
             "components_99", "margin_ratio", "first_order_margin_test"]
@@ -106,7 +108,9 @@ CLAIMS = {
 
 def claim_counts(pairs: pd.DataFrame) -> pd.DataFrame:
     """On how many class pairs each claim holds, of those that can check it, recomputed from the
-    per-pair measures (``ce_*``, ``diff_*``: the per-pair CSV is enough)."""
+    per-pair measures (``ce_*``, ``diff_*``: the per-pair CSV is enough); provisional pairs
+    are left out (``counted``)."""
+    pairs = counted(pairs)
     rows = []
     for claim, (text, holds) in CLAIMS.items():
         results = [holds(row.filter(regex="^ce_").rename(lambda c: c.removeprefix("ce_")),
@@ -118,22 +122,85 @@ def claim_counts(pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def provisional_line(pairs: pd.DataFrame) -> str:
+    """Which pairs the counts and tests leave out, and why, and how many runs recorded no flags."""
+    left = pairs[~pairs.index.isin(counted(pairs).index)]
+    flags = ", ".join(WORST_CASE_FLAGS)
+    text = (f"All {len(pairs)} pairs count: no recorded run's worst case raised {flags}."
+            if left.empty else
+            f"{len(left)} of {len(pairs)} pairs are provisional, left out of the counts and tests "
+            f"(a run's worst case raised {flags}): {', '.join(left['classes'])}.")
+    unknown = int(pairs["runs_without_flags"].sum()) if "runs_without_flags" in pairs else 0
+    return text + (f" {unknown} runs recorded no flags (made before the record kept them); they "
+                   "count as unflagged." if unknown else "")
+
+
 def claims_section(pairs: pd.DataFrame) -> str:
     """The page's claim table, from the per-pair measures: a test holds the committed page to it."""
-    return CLAIMS_HEADING + "\n\n" + _md(claim_counts(pairs))
+    return (CLAIMS_HEADING + "\n\n" + provisional_line(pairs) + "\n\n"
+            + _md(claim_counts(pairs)))
 
 
 CLAIMS_HEADING = "## Each claim, on how many pairs (of those that can check it)"
 
 
+# a run whose worst case may be too weak: its pair is provisional (left out of counts and tests)
+WORST_CASE_FLAGS = ["not_converged", "blackbox_beats_whitebox", "suspect_gradient_masking"]
+FLAGS = ["paper_attack_overstates", *WORST_CASE_FLAGS]
+SPREAD = [f"{kind}_test_eps{r}" for kind in ("paper", "worst") for r in RADII]  # min/max kept
+# the record of one run (``<stem>_runs.csv``); runs with equal RUN_KEY are one setting's seed
+RUN_KEY = [CLASSES, LOSS, "seed", "attack.n_train", "attack.n_test", "train.epochs"]
+MACHINE = ["cpu_capability", "torch_threads"]
+RUN_COLUMNS = ["experiment", *RUN_KEY, "pairs.seed", *MEASURES, *FLAGS, *MACHINE]
+
+
+def run_records(table: pd.DataFrame, recorded: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The study's runs as the committed record (``RUN_COLUMNS``), with every run of
+    ``recorded`` (the record read back) that the experiments here do not repeat: results made
+    on another machine, whose experiments are gone, stay in the verdict."""
+    runs = table.reindex(columns=RUN_COLUMNS)
+    if recorded is None or recorded.empty:
+        return runs.reset_index(drop=True)
+    recorded = recorded.reindex(columns=RUN_COLUMNS)
+    here = set(map(tuple, runs[RUN_KEY].astype(str).to_numpy()))
+    kept = recorded[[tuple(k) not in here for k in recorded[RUN_KEY].astype(str).to_numpy()]]
+    merged = pd.concat([kept, runs], ignore_index=True)
+    return merged.sort_values([CLASSES, LOSS, "seed"], kind="stable").reset_index(drop=True)
+
+
+def _machines(group: pd.DataFrame) -> str:
+    """The CPU kinds and torch thread counts that made a pair's runs, with how many runs each
+    (the same seed trains a different model on another kind or thread count, so the seed range
+    of a pair made on several is a spread over machines as well)."""
+    made = group.reindex(columns=MACHINE).astype(object).where(group.reindex(columns=MACHINE).notna(),
+                                                                 None)
+    counts = {}
+    for capability, threads in made.itertuples(index=False):
+        key = ("not recorded" if capability is None or threads is None else
+               f"{capability}, {int(float(threads))} thread{'s' if float(threads) != 1 else ''}")
+        counts[key] = counts.get(key, 0) + 1
+    return "; ".join(f"{key}: {n}" for key, n in sorted(counts.items()))
+
+
+def _flagged(group: pd.DataFrame) -> tuple[int, int]:
+    """How many runs raised a worst-case flag, of how many recorded their flags."""
+    flags = group.reindex(columns=WORST_CASE_FLAGS)
+    known = flags.notna().all(axis=1)
+    raised = flags[known].astype(str).eq("True").any(axis=1)
+    return int(raised.sum()), int(known.sum())
+
+
 def class_pairs_table(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per class pair that has both a CE and a differential run (means over seeds)."""
+    """One row per class pair that has both a CE and a differential run: means over seeds, with
+    the seed range (``_min``, ``_max``) of each robust accuracy, and the pair's soundness flags.
+    A pair with a run whose worst case is flagged is ``provisional``."""
     for column in (CLASSES, LOSS):
         if column not in table:
             raise DataError(f"the experiments have no parameter {column!r}")
     runs = table[table[LOSS].isin([CE, DIFF])]
-    means = runs.groupby([CLASSES, LOSS])[MEASURES].mean()
-    seeds = runs.groupby([CLASSES, LOSS]).size()
+    grouped = runs.groupby([CLASSES, LOSS])
+    means, low, high = (grouped[MEASURES].agg(f) for f in ("mean", "min", "max"))
+    seeds = grouped.size()
     rows = []
     for pair in sorted(runs[CLASSES].unique()):
         if (pair, CE) not in means.index or (pair, DIFF) not in means.index:
@@ -142,13 +209,32 @@ def class_pairs_table(table: pd.DataFrame) -> pd.DataFrame:
         row = {"classes": pair, "seeds": int(min(seeds[(pair, CE)], seeds[(pair, DIFF)]))}
         for measure in MEASURES:
             row[f"ce_{measure}"], row[f"diff_{measure}"] = ce[measure], df[measure]
+        for measure in SPREAD:
+            for prefix, loss in (("ce", CE), ("diff", DIFF)):
+                row[f"{prefix}_{measure}_min"] = low.loc[(pair, loss), measure]
+                row[f"{prefix}_{measure}_max"] = high.loc[(pair, loss), measure]
         for claim, (_, holds) in CLAIMS.items():
             row[claim] = holds(ce, df)
+        flagged = {loss: _flagged(runs[(runs[CLASSES] == pair) & (runs[LOSS] == loss)])
+                   for loss in (CE, DIFF)}
+        for prefix, loss in (("ce", CE), ("diff", DIFF)):
+            row[f"{prefix}_flagged_runs"] = f"{flagged[loss][0]}/{flagged[loss][1]}"
+        row["runs_without_flags"] = sum(int(seeds[(pair, loss)]) - flagged[loss][1]
+                                        for loss in (CE, DIFF))
+        row["provisional"] = any(raised for raised, _ in flagged.values())
+        row["machines"] = _machines(runs[runs[CLASSES] == pair])
         rows.append(row)
     if not rows:
         raise DataError("no class pair has both a cross_entropy and a differential run: the "
                         "cross-run analysis compares the two losses per pair")
     return pd.DataFrame(rows)
+
+
+def counted(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The pairs that count: those whose worst case no run flagged (``provisional`` False)."""
+    if "provisional" not in pairs:
+        return pairs
+    return pairs[~pairs["provisional"].astype(str).eq("True")]
 
 
 def select_setting(table: pd.DataFrame, by: list[str]) -> tuple[pd.DataFrame, str | None]:
@@ -194,7 +280,8 @@ def one_per_model(table: pd.DataFrame, identity: list[str]) -> pd.DataFrame:
 
 def budget_check(table: pd.DataFrame, identity: list[str]) -> pd.DataFrame:
     """Runs identical but for the attack budget: the worst case at each radius at the smallest
-    and the largest budget, their difference and whether it is within ``BUDGET_TOLERANCE``."""
+    and the largest budget and their difference, over different numbers of images (so no
+    tolerance is judged: that needs the same images, ``benchmarks/attack_budget_check.py``)."""
     keyed = _by_model(table, identity)
     if keyed is None:
         return pd.DataFrame()
@@ -211,10 +298,19 @@ def budget_check(table: pd.DataFrame, identity: list[str]) -> pd.DataFrame:
             column = f"worst_test_eps{r}"
             row[f"reduced_eps{r}"], row[f"default_eps{r}"] = small[column], large[column]
             row[f"difference_eps{r}"] = small[column] - large[column]
-        row["within_tolerance"] = bool(all(abs(row[f"difference_eps{r}"]) <= BUDGET_TOLERANCE + 1e-12
-                                           for r in RADII))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+BUDGET_HEADING = "## Reduced against default attack budget (worst case, test)"
+
+
+def budget_section(budget: pd.DataFrame) -> str:
+    """The page's budget table, from ``budget_check`` (or its CSV)."""
+    return (BUDGET_HEADING + "\n\nDifferent images (the reduced run attacks fewer), so these "
+            "differences mix the attack with the sample; the same-image check is "
+            "`benchmarks/attack_budget_check.py` (docs/classpairs.md).\n\n"
+            + _md(budget.drop(columns=["reduced", "default"])))
 
 
 ATTACKS = {"paper": "the paper's PGD", "worst": "the worst case over all attacks"}
@@ -227,7 +323,10 @@ def paired_tests(pairs: pd.DataFrame) -> pd.DataFrame:
     Wilcoxon's signed-rank p-value, NaN with fewer than two non-zero differences, where the test
     says nothing. ``smallest_possible_p`` is the exact two-sided p of the most extreme outcome
     with that many non-zero differences (2 / 2^n): where it is above 0.05 no outcome could have
-    been significant. ``holm_p`` corrects for the family of these tests (statsmodels' Holm)."""
+    been significant. ``holm_p`` corrects for the family of these tests (statsmodels' Holm);
+    ``mean_low`` and ``mean_high`` bound the mean difference by a bootstrap over the pairs.
+    Provisional pairs are left out; a pair with several seeds enters with its seed means."""
+    pairs = counted(pairs)
     rows = []
     for kind in ATTACKS:
         for r in RADII:
@@ -243,6 +342,7 @@ def paired_tests(pairs: pd.DataFrame) -> pd.DataFrame:
                          "median_difference": diff.median(), "mean_difference": diff.mean(),
                          "differential_higher": int((diff > 0).sum()),
                          "ce_higher": int((diff < 0).sum()), "ties": int((diff == 0).sum()),
+                         **dict(zip(("mean_low", "mean_high"), paired.bootstrap_mean(diff))),
                          "wilcoxon_statistic": statistic, "p_value": p,
                          "smallest_possible_p": min(1.0, 2 / 2 ** len(nonzero))})
     tests = pd.DataFrame(rows)
@@ -277,7 +377,9 @@ def mechanisms_controlled(pairs: pd.DataFrame) -> pd.DataFrame:
     """Each mechanism against the worst case at CORRELATION_EPS_255, where task difficulty cannot
     carry it: within pairs (Spearman of the paired change in the mechanism, differential minus CE,
     against the paired change in robustness) and across the pairs' models with clean accuracy
-    partialled out. Holm over the mechanisms, per analysis. NaN where fewer than 4 values."""
+    partialled out. Holm over the mechanisms, per analysis. NaN where fewer than 4 values.
+    Provisional pairs are left out."""
+    pairs = counted(pairs)
     target = f"worst_test_eps{CORRELATION_EPS_255}"
     models = {c: pd.concat([pairs[f"ce_{c}"], pairs[f"diff_{c}"]], ignore_index=True)
               for c in {target, "clean_test_accuracy", *MECHANISMS}}
@@ -311,6 +413,37 @@ def mechanisms_section(pairs: pd.DataFrame) -> str:
     return MECHANISMS_HEADING + "\n\n" + _md(mechanisms_controlled(pairs))
 
 
+def _spread(row, prefix: str, measure: str) -> str:
+    mean, low, high = (row[f"{prefix}_{measure}{s}"] * 100 for s in ("", "_min", "_max"))
+    if pd.isna(mean):
+        return "n/a"
+    return f"{mean:.1f}" + (f" ({low:.1f}-{high:.1f})" if row["seeds"] > 1 else "")
+
+
+PER_PAIR_HEADING = "## Per pair"
+
+
+def per_pair_section(pairs: pd.DataFrame) -> str:
+    """The page's per-pair table: test accuracies in %, seed means with the seed range, under
+    both attacks at 4 and 8/255, and each loss's runs with a flagged worst case."""
+    radii = [r for r in RADII if r >= CORRELATION_EPS_255]
+    head = ["pair", "seeds", "clean CE", "clean diff",
+            *[f"{a} {r}/255 {l}" for r in radii for a in ("paper", "worst") for l in ("CE", "diff")],
+            "flagged runs CE", "flagged runs diff", "provisional", "made on (runs)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, row in pairs.sort_values("ce_clean_test_accuracy").iterrows():
+        cells = [row["classes"], str(row["seeds"]), f"{100 * row['ce_clean_test_accuracy']:.1f}",
+                 f"{100 * row['diff_clean_test_accuracy']:.1f}",
+                 *[_spread(row, l, f"{a}_test_eps{r}") for r in radii for a in ("paper", "worst")
+                   for l in ("ce", "diff")],
+                 str(row["ce_flagged_runs"]), str(row["diff_flagged_runs"]),
+                 "yes" if str(row["provisional"]) == "True" else "no", str(row["machines"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return (f"{PER_PAIR_HEADING} (test %, mean over seeds with the seed range; flagged runs: "
+            f"raised {', '.join(WORST_CASE_FLAGS)}, of the runs that recorded flags; ordered by "
+            f"CE clean accuracy; all columns in the CSV)\n\n" + "\n".join(lines))
+
+
 def tests_section(pairs: pd.DataFrame) -> str:
     """The page's paired tests, from the per-pair measures: a test holds the committed page to it."""
     return TESTS_HEADING + "\n\n" + _md(paired_tests(pairs))
@@ -318,6 +451,34 @@ def tests_section(pairs: pd.DataFrame) -> str:
 
 TESTS_HEADING = ("## Differential minus CE, across pairs (Wilcoxon signed-rank, Holm-corrected "
                  "over the attacks and radii)")
+
+
+IMAGES_HEADING = "## Per pair, image by image"
+
+
+def _image_cell(row) -> str:
+    return (f"{100 * row.difference:+.1f} [{100 * row.difference_low:+.1f}, "
+            f"{100 * row.difference_high:+.1f}] p {row.mcnemar_p:.2g}")
+
+
+def images_section(tests: pd.DataFrame) -> str:
+    """Per pair and seed, on test: differential minus CE robust accuracy (points) with its
+    Newcombe interval and McNemar's exact p, per attack and radius (all columns in the CSV)."""
+    head = (f"{IMAGES_HEADING} (test; differential minus CE in points, Newcombe 95% interval, "
+            f"McNemar's exact p on the discordant images; all splits, counts and Wilson intervals "
+            f"in the image-tests CSV)")
+    if tests.empty:
+        return head + "\n\nNo run in the record kept its per-image outcomes.\n"
+    test = tests[tests["split"] == "test"]
+    columns = [(a, r) for a in ATTACKS for r in RADII]
+    lines = ["| pair | seed | images | " + " | ".join(f"{a} {r}/255" for a, r in columns) + " |",
+             "|" + "---|" * (3 + len(columns))]
+    for (pair, seed), group in test.groupby(["classes", "seed"], sort=True):
+        cells = {(row.attack, row.eps_255): _image_cell(row) for row in group.itertuples()}
+        lines.append(f"| {pair} | {seed} | {group['images'].iloc[0]} | "
+                     + " | ".join(cells[c] for c in columns) + " |")
+    return (head + "\n\nBoth losses attacked the same images in every row (checked image by "
+            "image before the test).\n\n" + "\n".join(lines) + "\n")
 
 
 def correlations(table: pd.DataFrame) -> pd.DataFrame:
@@ -388,14 +549,34 @@ def _md(frame: pd.DataFrame, digits: int = 3) -> str:
 
 
 def main(table: pd.DataFrame, out: Path, written: list, by: list[str] | None = None,
-         identity: list[str] | None = None) -> None:
+         identity: list[str] | None = None, images_of=None) -> None:
     """Write the figures and the tables beside ``out`` (CSV, and Markdown in ``<stem>.md``) and
     print the Markdown. ``by``: the parameters that differ between the runs, seeds excepted;
-    ``identity``: every parameter column (both from the study)."""
+    ``identity``: every parameter column (both from the study); ``images_of``: names -> their
+    per-image outcomes (``paired.IMAGE_COLUMNS`` less the run's parameters).
+
+    The record beside ``out`` (``<stem>_runs.csv``, ``<stem>_per_image.csv``) is read first and
+    kept for every run the experiments here do not repeat, so results made on another machine
+    stay in the verdict when their experiments are gone."""
     by, identity = by or [], identity or []
     chosen, note = select_setting(table, by)
-    pairs = class_pairs_table(chosen)
+    path = {suffix: out.with_name(f"{out.stem}_{suffix}.csv") for suffix in
+            ("runs", "per_image", "per_pair", "tests", "correlations", "budget", "image_tests")}
+    recorded = pd.read_csv(path["runs"]) if path["runs"].exists() else None
+    runs = run_records(chosen, recorded)
+    images = pd.DataFrame(columns=paired.IMAGE_COLUMNS)
+    if images_of is not None:
+        here = images_of(list(chosen["experiment"]))
+        meta = chosen[["experiment", CLASSES, LOSS, "seed"]]
+        images = here.merge(meta, on="experiment").reindex(columns=paired.IMAGE_COLUMNS)
+    if path["per_image"].exists():
+        kept = pd.read_csv(path["per_image"])
+        kept = kept[~kept["experiment"].isin(chosen["experiment"])
+                    & kept["experiment"].isin(runs["experiment"])]
+        images = pd.concat([kept, images], ignore_index=True)
+    pairs = class_pairs_table(runs)
     tests = paired_tests(pairs)
+    image_tests = paired.image_tests(images, RADII)
     models = one_per_model(table, identity)
     corr = correlations(models)
     budget = budget_check(table, identity)
@@ -404,28 +585,24 @@ def main(table: pd.DataFrame, out: Path, written: list, by: list[str] | None = N
     by_pair = out.with_name(f"{out.stem}_by_pair.png")
     draw_class_pairs(pairs, by_pair)
     written.append(by_pair)
-    for suffix, frame in (("per_pair", pairs), ("tests", tests), ("correlations", corr),
-                          ("budget", budget)):
-        path = out.with_name(f"{out.stem}_{suffix}.csv")
-        frame.to_csv(path, index=False)
-        written.append(path)
-    shown = ["classes", *[f"{loss}_{m}" for m in ("clean_test_accuracy", "worst_test_eps4",
-                                                   "components_99", "margin_ratio")
-                          for loss in ("ce", "diff")]]
-    sections = [f"Runs: {len(table)} ({len(models)} models); {note or 'one setting'}.",
-                claims_section(pairs),
-                "## Per pair (all columns in the CSV)\n\n" + _md(pairs[shown]),
-                TESTS_HEADING + "\n\n" + _md(tests),
+    for suffix, frame in (("runs", runs), ("per_image", images), ("per_pair", pairs),
+                          ("tests", tests), ("correlations", corr), ("budget", budget),
+                          ("image_tests", image_tests)):
+        frame.to_csv(path[suffix], index=False)
+        written.append(path[suffix])
+    sections = [f"Runs: {len(runs)} in the record ({len(table)} experiments read here, "
+                f"{len(models)} models); {note or 'one setting'}.",
+                claims_section(pairs), per_pair_section(pairs), tests_section(pairs),
                 "## Robustness at 4/255 against the mechanisms, across models (Spearman)\n\n"
                 + _md(corr.drop(columns=["label"])),
                 mechanisms_section(pairs)]
     if len(budget):
-        sections.append("## Reduced against default attack budget (worst case, test)\n\n"
-                        + _md(budget.drop(columns=["reduced", "default"])))
+        sections.append(budget_section(budget))
+    sections.append(images_section(image_tests))
     text = "\n\n".join(sections)
     md = out.with_name(f"{out.stem}.md")
     md.write_text(f"# The cross-run analysis: `difftrain study --by classes`\n\n{text}\n",
                   encoding="utf-8")
     written.append(md)
     print(text)
-    print(f"wrote {', '.join(map(str, written))} ({len(table)} runs, {len(pairs)} pairs)")
+    print(f"wrote {', '.join(map(str, written))} ({len(runs)} runs, {len(pairs)} pairs)")

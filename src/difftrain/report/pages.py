@@ -1,11 +1,15 @@
-"""`difftrain report`: the numbers the README and docs quote about class pairs, written from the
-committed per-pair table (``docs/classpairs/classpairs_per_pair.csv``, which the study writes
-from the experiments), so no number there is typed by hand.
+"""`difftrain report`: every number the README and docs quote about the verdict, written from
+the committed record the study writes from the experiments, so no number there is typed by hand.
 
-It rewrites the claim, test and controlled-mechanism sections of ``docs/classpairs/classpairs.md``,
-the tests CSV beside it, and every block between ``<!-- generated: NAME -->`` and
-``<!-- /generated -->`` in README.md and docs/classpairs.md (NAME: classpairs-tests,
-classpairs-mechanisms). A file whose text would not change is not written.
+The record: ``docs/classpairs/classpairs_runs.csv`` (one row per class-pair run, every seed, kept
+across machines), ``docs/classpairs/classpairs_per_image.csv`` (each attacked image's smallest
+fooling radius under the paper's PGD and the worst case, for the runs that kept it) and
+``docs/figures/study_runs.csv`` (the airplane/horse study). From them it writes the per-pair
+table, the across-pair tests and the per-image (McNemar) tests as CSVs, the claim, test,
+mechanism and per-image sections of ``docs/classpairs/classpairs.md``, and every block between
+``<!-- generated: NAME -->`` and ``<!-- /generated -->`` in README.md and docs/classpairs.md
+(NAME: verdict, classpairs-tests, classpairs-mechanisms, classpairs-images). A file whose text
+would not change is not written.
 """
 
 from __future__ import annotations
@@ -17,12 +21,16 @@ from pathlib import Path
 import pandas as pd
 
 from difftrain.core.errors import DataError
-from difftrain.report import crossrun
+from difftrain.report import crossrun, paired, verdict
 from difftrain.report.tables import read_table
 
 FOLDER = Path("docs/classpairs")
 PER_PAIR, TESTS_CSV, PAGE = (FOLDER / "classpairs_per_pair.csv", FOLDER / "classpairs_tests.csv",
                              FOLDER / "classpairs.md")
+BUDGET = FOLDER / "classpairs_budget.csv"
+RUNS, IMAGES, IMAGE_TESTS = (FOLDER / "classpairs_runs.csv", FOLDER / "classpairs_per_image.csv",
+                             FOLDER / "classpairs_image_tests.csv")
+STUDY_RUNS = Path("docs/figures/study_runs.csv")
 QUOTING = (Path("README.md"), Path("docs/classpairs.md"))
 BLOCK = re.compile(r"(<!-- generated: ([a-z-]+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 
@@ -37,13 +45,16 @@ def tests_summary(tests: pd.DataFrame) -> str:
                  f"Wilcoxon p = {row.p_value:.3g}, Holm {row.holm_p:.3g}"
                  + (f"; no outcome could reach 0.05 (smallest possible p {row.smallest_possible_p:.3g})"
                     if row.smallest_possible_p > 0.05 else ""))
-            parts.append(f"{row.eps_255}/255: median {100 * row.median_difference:+.1f} points, "
+            parts.append(f"{row.eps_255}/255: median {100 * row.median_difference:+.1f} points "
+                         f"(mean {100 * row.mean_difference:+.1f}, "
+                         f"[{100 * row.mean_low:+.1f}, {100 * row.mean_high:+.1f}]), "
                          f"differential higher on {row.differential_higher}, CE on "
                          f"{row.ce_higher}, tied {row.ties}; {p}")
         lines.append(f"- {label}: " + "; ".join(parts) + ".")
     n = int(tests["pairs"].max())
     return (f"Differential minus CE test accuracy across the {n} class pairs with both losses "
-            f"(`difftrain report`, from {PER_PAIR}):\n" + "\n".join(lines) + "\n")
+            f"(`difftrain report`, from {RUNS}; seed means; bootstrap 95% interval of the mean "
+            f"over pairs in brackets):\n" + "\n".join(lines) + "\n")
 
 
 def _section(text: str, heading_start: str, new: str, where: Path) -> str:
@@ -54,19 +65,39 @@ def _section(text: str, heading_start: str, new: str, where: Path) -> str:
     return text[:start] + new + ("\n" + text[end:] if end >= 0 else "\n")
 
 
+def record(repo: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The committed run record and per-image outcomes (empty where no run kept them)."""
+    runs = read_table(repo / RUNS, crossrun.RUN_COLUMNS)
+    images = (read_table(repo / IMAGES, paired.IMAGE_COLUMNS) if (repo / IMAGES).exists()
+              else pd.DataFrame(columns=paired.IMAGE_COLUMNS))
+    return runs, images
+
+
 def pages(repo: Path) -> dict[Path, str]:
     """Each file ``difftrain report`` writes, with the text it should hold."""
-    pairs = read_table(repo / PER_PAIR, ["classes", "ce_worst_test_eps4", "diff_worst_test_eps4"])
+    runs, images = record(repo)
+    pairs = crossrun.class_pairs_table(runs)
     tests = crossrun.paired_tests(pairs)
-    out = {repo / TESTS_CSV: tests.to_csv(index=False)}
+    image_tests = paired.image_tests(images, crossrun.RADII)
+    study = read_table(repo / STUDY_RUNS, ["loss", "epochs", "adversarial_eps", "seed"])
+    out = {repo / PER_PAIR: pairs.to_csv(index=False), repo / TESTS_CSV: tests.to_csv(index=False),
+           repo / IMAGE_TESTS: image_tests.to_csv(index=False)}
     page = (repo / PAGE).read_text(encoding="utf-8")
     page = _section(page, crossrun.CLAIMS_HEADING.split(" (")[0], crossrun.claims_section(pairs), repo / PAGE)
+    page = _section(page, "## Per pair", crossrun.per_pair_section(pairs), repo / PAGE)
     page = _section(page, "## Differential minus CE, ", crossrun.tests_section(pairs), repo / PAGE)
     page = _section(page, crossrun.MECHANISMS_HEADING.split(" (")[0],
                     crossrun.mechanisms_section(pairs), repo / PAGE)
+    if (repo / BUDGET).exists():
+        page = _section(page, crossrun.BUDGET_HEADING,
+                        crossrun.budget_section(pd.read_csv(repo / BUDGET)), repo / PAGE)
+    page = _section(page, crossrun.IMAGES_HEADING, crossrun.images_section(image_tests),
+                    repo / PAGE)
     out[repo / PAGE] = page
     blocks = {"classpairs-tests": tests_summary(tests),
-              "classpairs-mechanisms": mechanisms_summary(crossrun.mechanisms_controlled(pairs))}
+              "classpairs-mechanisms": mechanisms_summary(crossrun.mechanisms_controlled(pairs)),
+              "classpairs-images": images_summary(image_tests, pairs),
+              "verdict": verdict.verdict_table(study, pairs, tests)}
 
     def fill(match):
         if match.group(2) not in blocks:
@@ -79,6 +110,28 @@ def pages(repo: Path) -> dict[Path, str]:
             raise DataError(f"{path}: no <!-- generated: ... --> block to fill")
         out[repo / path] = BLOCK.sub(fill, text)
     return out
+
+
+def images_summary(tests: pd.DataFrame, pairs: pd.DataFrame) -> str:
+    """How many per-pair McNemar tests at each radius favour each loss at 5%, per attack."""
+    if tests.empty:
+        return "No run in the record kept its per-image outcomes.\n"
+    test = tests[tests["split"] == "test"]
+    runs = test[["classes", "seed"]].drop_duplicates()
+    lines = []
+    for kind, label in crossrun.ATTACKS.items():
+        parts = []
+        for r in crossrun.RADII:
+            rows = test[(test["attack"] == kind) & (test["eps_255"] == r)]
+            significant = rows[rows["mcnemar_p"] < 0.05]
+            parts.append(f"{r}/255: differential higher on {int((significant['difference'] > 0).sum())}, "
+                         f"CE on {int((significant['difference'] < 0).sum())}, neither on "
+                         f"{int(len(rows) - len(significant))}")
+        lines.append(f"- {label}: " + "; ".join(parts) + ".")
+    return (f"Per pair and seed, image by image (`difftrain report`, from {IMAGES}): McNemar's "
+            f"exact test at 5%, unadjusted, on {len(runs)} pair-seeds of "
+            f"{runs['classes'].nunique()} pairs with per-image outcomes (of {len(pairs)} pairs):\n"
+            + "\n".join(lines) + "\n")
 
 
 def mechanisms_summary(table: pd.DataFrame) -> str:

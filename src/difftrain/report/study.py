@@ -31,7 +31,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import dvc.api  # noqa: E402
-from difftrain.report import crossrun  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from difftrain.report import crossrun, paired  # noqa: E402
 from difftrain.report.crossrun import RADII  # noqa: E402
 from difftrain.core.errors import DataError  # noqa: E402
 from difftrain.core.io import is_accuracy  # noqa: E402
@@ -111,7 +113,30 @@ def _record(row: dict, name: str) -> dict:
         record[column] = float(value) if isinstance(value, (int, float)) else math.nan
     for flag in FLAGS:  # exp_show gives booleans as the strings 'True' and 'False'
         record[flag] = str(_get(row, flag, "metrics/summary.json")) == "True"
+    for column in crossrun.MACHINE:  # the training stage's: it made the model
+        record[column] = _get(row, f"provenance.{column}", "metrics/train.json")
     return record
+
+
+PER_IMAGE = "data/attack/per_image.csv"
+
+
+def per_image(repo: str, names: list[str]) -> pd.DataFrame:
+    """Each named experiment's per-image outcomes (``paired.image_outcomes`` of the attack
+    stage's table, read through DVC from the cache or the remote), with the experiment's name;
+    a DataError naming the experiment where its table cannot be read."""
+    frames = []
+    for name in tqdm(names, desc="per-image outcomes", disable=len(names) < 5):
+        try:
+            with dvc.api.open(PER_IMAGE, repo=repo, rev=name) as handle:
+                table = pd.read_csv(handle)
+        except Exception as exc:  # dvc raises many types for a missing rev or file
+            raise DataError(f"{PER_IMAGE} of experiment {name}: cannot read it through DVC "
+                            f"({type(exc).__name__}: {exc}); `difftrain grid collect` first") from None
+        frames.append(paired.image_outcomes(table).assign(experiment=name))
+    if not frames:
+        return pd.DataFrame(columns=paired.IMAGE_COLUMNS)
+    return pd.concat(frames, ignore_index=True)
 
 
 def experiments(repo: str = ".", rev: str | list[str] | None = None, names: list[str] | None = None,
@@ -274,7 +299,8 @@ def main(argv: list[str] | None = None) -> None:
                             warn=lambda line: print(line, file=sys.stderr))
         if args.by == "classes":
             crossrun.main(table, out, written, grouping(table),
-                          [k for k in PARAMS if k in table])
+                          [k for k in PARAMS if k in table],
+                          images_of=lambda names: per_image(args.repo, names))
         else:
             report(table, out, written)
     except DataError as exc:
