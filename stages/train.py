@@ -28,7 +28,7 @@ def main(params):
 
         def log(epoch):
             for key, value in asdict(epoch).items():
-                if key != "epoch":
+                if key != "epoch" and value is not None:  # the rank: every train.rank_every
                     live.log_metric(key, value, timestamp=False)
             live.next_step()
 

@@ -102,7 +102,7 @@ def write_params(cwd: Path, text: str) -> None:
 TINY = {"loss": "differential", "device": "cpu",
         "data": {"n_train_per_class": 12, "n_test_per_class": 6},
         "pairs": {"block_size": 3, "fraction": 0.5},  # 4 blocks of 3 a class: 0.5 exactly
-        "train": {"epochs": 2, "batch_size": 8, "lr": 0.001},
+        "train": {"epochs": 2, "batch_size": 8, "lr": 0.001, "rank_every": 1},
         "attack": {"n_train": 8, "n_test": 8, "pgd": {"steps": 5, "epsilons": [0, 8, 255]},
                    "cw": {"steps": 10, "binary_search_steps": 2}},
         "certify": {"crown_attempts": 1},

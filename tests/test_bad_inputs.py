@@ -265,6 +265,10 @@ SETUPS = {
     "train-metrics-empty": lambda w: _truncate(w / "metrics" / "train.json", 0),
     "certify-other-images": _flip_attacked_labels,
     "certify-methods-unordered": lambda w: _params(w, certify={"methods": ["crown", "ibp"]}),
+    "features-zero-init-relu": lambda w: _params(w, model={"batchnorm": False, "features_init": "zero"}),
+    "full-batch-pairwise": lambda w: _params(w, **{"train.batch_size": "full"}),
+    "batch-size-word": lambda w: _params(w, **{"train.batch_size": "ful"}),
+    "certify-tanh-features": lambda w: _params(w, model={"batchnorm": False, "features_activation": "tanh"}),
     "no-environment": lambda w: None,
     # issue 25: sources, artifacts and metrics checked for what they claim to be
     "batch-float-data": lambda w: _batch(w, lambda e: e.update(data=e["data"].astype("float32") / 255)),

@@ -98,6 +98,20 @@ def test_the_rewritten_network_computes_the_networks_score():
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_linear_features_fold_into_the_head_and_tanh_is_refused():
+    # Proposition 1's network: no ReLU on phi, so phi's last layer and the head are one affine map
+    torch.manual_seed(3)
+    net = Net(features_activation="linear").eval()
+    layers = B.from_net(net)
+    assert len(layers) == len(B.from_net(Net().eval())) - 1
+    x = torch.rand(8, 3, 32, 32)
+    with torch.no_grad():
+        expected = net(x).double()
+    torch.testing.assert_close(B.forward(layers, x), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="tanh"):
+        B.from_net(Net(features_activation="tanh").eval())
+
+
 def test_max_pool_as_two_relu_steps_is_exact_on_nonnegative_maps():
     h = torch.rand(3, 4, 6, 6, dtype=B.DTYPE)
     cols, rows = B._pool_steps(4, 6, 6)

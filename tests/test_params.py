@@ -22,7 +22,7 @@ def test_repository_params_are_valid_and_match_the_defaults():
         ({"train": {"lr": "fast"}}, "train.lr", "got 'fast'"),
         ({"train": {"epochs": 0}}, "train.epochs", "must be > 0"),
         ({"train": {"epochs": 2.5}}, "train.epochs", "integer"),
-        ({"train": {"batch_size": -4}}, "train.batch_size", "must be > 0"),
+        ({"train": {"batch_size": -4}}, "train.batch_size", "must be a positive number of images, or full"),
         ({"train": {"momentum": 1.0}}, "train.momentum", "must be < 1"),
         ({"train": {"weight_decay": -0.1}}, "train.weight_decay", "must be >= 0"),
         ({"train": {"optimizer": "rmsprop"}}, "train.optimizer", "must be one of sgd, adam"),

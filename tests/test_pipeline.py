@@ -43,6 +43,8 @@ def test_dag_and_declared_files_exist(project):
             continue
         for path in next(iter(plot.values()))["y"]:
             assert (project / path).is_file(), path
+    rank = (project / "dvclive/train/plots/metrics/components_99.tsv").read_text().splitlines()
+    assert len(rank) == 1 + TINY["train"]["epochs"]  # train.rank_every 1: a row an epoch
     metrics = json.loads(sh("dvc", "metrics", "show", "--json", cwd=project))
     assert metrics  # dvc reads every declared metrics file
     assert "CIFAR-10" in (project / "metrics" / "prepare.json").read_text()

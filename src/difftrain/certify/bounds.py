@@ -150,8 +150,17 @@ def _pool_steps(channels: int, height: int, width: int) -> list[PoolStep]:
 
 
 def from_net(net) -> list[Affine | PoolStep]:
-    """The network as affine maps with a ReLU between each two (``model.Net``, eval mode)."""
+    """The network as affine maps with a ReLU between each two (``model.Net``, eval mode).
+
+    Linear features (Proposition 1's network, no ReLU on phi) fold phi's last linear layer into
+    the head, exactly: w.(W h + c) + b = (w W) h + (w.c + b). tanh features have no exact ReLU
+    rewrite and are refused."""
     modules = list(net.phi)
+    activation = modules[-1]
+    if not isinstance(activation, (nn.ReLU, nn.Identity)):
+        raise ValueError(f"bounds.py rewrites ReLU networks exactly; features ending in "
+                         f"{type(activation).__name__} (model.features_activation tanh) have no such "
+                         f"rewrite: run the stages before certify (dvc exp run ... attack)")
     convs = [m for m in modules if isinstance(m, nn.Conv2d)]
     linears = [m for m in modules if isinstance(m, nn.Linear)]
     norms = [m for m in modules if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d))]
@@ -175,9 +184,13 @@ def from_net(net) -> list[Affine | PoolStep]:
     layers.append(Affine(w, b, shape, (w.shape[0],)))
     w, b = _fold_norm(linears[1].weight.detach().to(DTYPE), linears[1].bias.detach().to(DTYPE),
                       norm(3))
-    layers.append(Affine(w, b, (linears[0].out_features,), (w.shape[0],)))
     head = net.head.weight.detach().to(DTYPE)
-    layers.append(Affine(head, net.bias.detach().to(DTYPE).view(1), (head.shape[1],), (1,)))
+    bias = net.bias.detach().to(DTYPE).view(1)
+    if isinstance(activation, nn.Identity):  # no ReLU between phi's last layer and the head
+        head, bias, w = head @ w, head @ b + bias, None
+    if w is not None:
+        layers.append(Affine(w, b, (linears[0].out_features,), (w.shape[0],)))
+    layers.append(Affine(head, bias, (head.shape[1],), (1,)))
     return layers
 
 

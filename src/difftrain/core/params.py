@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+from pydantic import (BaseModel, BeforeValidator, PlainValidator, ConfigDict, Field, ValidationError,
                       field_validator, model_validator)
 
 from difftrain.core.errors import ParamsError
@@ -77,6 +77,20 @@ class PairsParams(_Section):
 
 class ModelParams(_Section):
     batchnorm: bool = False
+    features_activation: Literal["relu", "linear", "tanh"] = "relu"
+    features_init: Literal["he", "zero"] = "he"
+
+    @model_validator(mode="after")
+    def _proposition_1(self):
+        if self.features_init == "zero" and self.features_activation == "relu":
+            raise ValueError("model.features_init zero needs model.features_activation linear "
+                             "(Proposition 1) or tanh: a ReLU at 0 has zero gradient, so the "
+                             "features would never leave 0")
+        if self.batchnorm and self.features_activation != "relu":
+            raise ValueError(f"model.features_activation {self.features_activation} is the "
+                             "network of Proposition 1 and Appendix B, whose features end with "
+                             "the linear layer: it takes model.batchnorm false")
+        return self
 
 
 class AdversarialParams(_Section):
@@ -85,13 +99,22 @@ class AdversarialParams(_Section):
     step_size: Annotated[float, Field(gt=0.0)] = 2.0  # in /255
 
 
+def _batch_size(value):
+    """A positive number of images, or "full" (one full-batch step an epoch)."""
+    if value == "full" or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        return value
+    raise ValueError("must be a positive number of images, or full")
+
+
 class TrainParams(_Section):
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: Annotated[float, Field(gt=0.0, lt=FLOAT32_MAX)] = 0.01  # the optimisers compute in float32
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     epochs: PositiveInt = 30
-    batch_size: PositiveInt = 128
+    batch_size: Annotated[int | str, PlainValidator(_batch_size)] = 128
+    chunk_size: PositiveInt = 1000
+    rank_every: Annotated[int, Field(ge=0)] = 0
     adversarial: AdversarialParams = AdversarialParams()
 
 
@@ -243,6 +266,14 @@ class Params(_Section):
     certify: CertifyParams = CertifyParams()
     plot: PlotParams = PlotParams()
     theory: TheoryParams = TheoryParams()
+
+    @model_validator(mode="after")
+    def _full_batch_is_pointwise(self):
+        if self.train.batch_size == "full" and self.loss != "cross_entropy":
+            raise ValueError(f"train.batch_size full is full-batch gradient descent on "
+                             f"cross_entropy; loss {self.loss} steps over pair blocks "
+                             f"(pairs.block_size), so it takes a number")
+        return self
 
     @model_validator(mode="after")
     def _headline_on_grids(self):

@@ -48,7 +48,8 @@ def headline(train: dict, features: dict, attack: dict, eps_255: float, eps_l2: 
         **{f"cw_{s}_accuracy_at_l2_{tag_l2}": pick(s, "cw", eps_l2, "l2_epsilons") for s in SPLITS},
         "l2_test_median": field(attack, "test.median_l2.worst", ATTACK_JSON),
         "cw_test_median_l2": field(attack, "test.median_l2.cw", ATTACK_JSON),
-        "feature_components_99": field(features, "train.components_99", FEATURES_JSON),
+        **{f"feature_{key}": field(features, f"train.{key}", FEATURES_JSON)
+           for key in ("components_90", "components_95", "components_99")},
         "feature_effective_rank": field(features, "train.effective_rank", FEATURES_JSON),
         "margin_ratio": field(features, "optimum.margin_ratio", FEATURES_JSON),
         **{f"{name}_{split}_{suffix}": mechanism(split, key)

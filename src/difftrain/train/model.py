@@ -46,9 +46,18 @@ def _block(layer: nn.Module, width: int, batchnorm: bool, norm: type) -> list[nn
     return [layer, *([norm(width)] if batchnorm else []), nn.ReLU()]
 
 
+ACTIVATIONS = {"relu": nn.ReLU, "linear": nn.Identity, "tanh": nn.Tanh}
+
+
 class Net(nn.Module):
-    def __init__(self, batchnorm: bool = False, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)):
+    """``features_activation``: what follows phi's last linear layer (ReLU in Fig. 2's network;
+    none for Proposition 1, whose features end with the linear layer; tanh for Appendix B);
+    ``features_init`` "zero" starts that layer at W = 0, bias 0 (Proposition 1's W[0] = 0)."""
+
+    def __init__(self, batchnorm: bool = False, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                 features_activation: str = "relu", features_init: str = "he"):
         super().__init__()
+        self.features_init = features_init
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.phi = nn.Sequential(
@@ -58,7 +67,8 @@ class Net(nn.Module):
             MaxPool2x2(),
             nn.Flatten(),
             *_block(nn.Linear(16 * 5 * 5, 120), 120, batchnorm, nn.BatchNorm1d),
-            *_block(nn.Linear(120, FEATURE_DIM), FEATURE_DIM, batchnorm, nn.BatchNorm1d),
+            *_block(nn.Linear(120, FEATURE_DIM), FEATURE_DIM, batchnorm, nn.BatchNorm1d)[:-1],
+            ACTIVATIONS[features_activation](),
         )
         self.head = nn.Linear(FEATURE_DIM, 1, bias=False)
         self.bias = nn.Parameter(torch.zeros(()))
@@ -71,7 +81,13 @@ class Net(nn.Module):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+        if self.features_init == "zero":
+            nn.init.zeros_(self.features_layer().weight)  # its bias is zero already
         nn.init.zeros_(self.bias)
+
+    def features_layer(self) -> nn.Linear:
+        """phi's last linear layer, W of Proposition 1 (phi = act(W h + c))."""
+        return [m for m in self.phi if isinstance(m, nn.Linear)][-1]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """phi(x), the 84-d penultimate features, for images in [0, 1]."""
@@ -106,6 +122,14 @@ class TwoLogits(nn.Module):
         self.images_evaluated += len(x)
         s = self.net(x)
         return torch.stack([s, -s], dim=1) / 2
+
+
+def net_options(model: dict) -> dict:
+    """``Net``'s keyword arguments from a ``model`` parameter section (a checkpoint's record of
+    one made before features_activation and features_init existed means relu and he)."""
+    return {"batchnorm": model["batchnorm"],
+            "features_activation": model.get("features_activation", "relu"),
+            "features_init": model.get("features_init", "he")}
 
 
 def model_config(params: Params) -> dict:
@@ -165,7 +189,7 @@ def load_checkpoint(path: str | Path = CHECKPOINT, expected_config: dict | None 
         raise CheckpointError(f"{path}: the input standardisation 'std' must be positive; got "
                               f"{state['std'].flatten().tolist()}; the file is damaged; rerun the "
                               f"train stage (dvc repro train)")
-    model = Net(batchnorm=config["model"]["batchnorm"])
+    model = Net(**net_options(config["model"]))
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -188,6 +212,21 @@ def _config(metadata: dict, path) -> dict:
         raise CheckpointError(f"{path}: damaged metadata: 'config' must be an object holding "
                               f"model.batchnorm; got {str(config)[:80]!r}{written_by(path)}")
     return config
+
+
+@torch.no_grad()
+def extract_features(model: Net, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """phi(x) of uint8 images in eval mode, batched on the model's device, as float64 on the
+    CPU: what the rank is computed from, during training and in the features stage."""
+    from difftrain.data.cifar import to_float
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = torch.cat([model.features(to_float(images[i:i + batch].to(device))).double().cpu()
+                     for i in range(0, len(images), batch)])
+    model.train(was_training)
+    return out
 
 
 SCORE_SAMPLE = 256  # images whose scores check a loaded model

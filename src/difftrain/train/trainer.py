@@ -18,15 +18,17 @@ from difftrain.data import pairs
 from difftrain.data.cifar import Split, to_float
 from difftrain.core.errors import DivergenceError
 from difftrain.core.labels import accuracy
-from difftrain.train.model import Net
+from difftrain.train.model import Net, extract_features
 from difftrain.train.objectives import OBJECTIVES, Objective
 from difftrain.data.pairs import PairIndex
+from difftrain.core import spectrum
 from difftrain.core.params import AdversarialParams, Params
 from difftrain.core.runtime import resolve_device, seed_everything
 
 # Evaluation batch: 512 stays in cache (4096 ran 1.6x slower); on the real training split the
 # scores are the same, bit for bit, at both (benchmarks/speed.py checks it)
 EVAL_BATCH = 512
+RANK_TOL = 1e-3  # the numerical rank's tolerance in the rank curve (features.rank_tol's default)
 
 
 @dataclass
@@ -36,6 +38,11 @@ class EpochLog:
     train_accuracy: float
     test_accuracy: float
     score_gap: float
+    # the training features' rank (``spectrum.rank_metrics``), every ``train.rank_every`` epochs
+    components_90: int | None = None
+    components_95: int | None = None
+    components_99: int | None = None
+    effective_rank: float | None = None
 
 
 @dataclass
@@ -84,13 +91,39 @@ def _steps(objective: Objective, batch_size: int, n: int, index: PairIndex | Non
             yield torch.cat([index.block(0, a), index.block(1, b)])
 
 
+def full_batch_step(model: Net, optimizer: torch.optim.Optimizer, objective: Objective,
+                    images: torch.Tensor, labels: torch.Tensor, chunk_size: int,
+                    adversary: AdversarialParams | None = None) -> torch.Tensor:
+    """One step of gradient descent on the mean loss over all ``images`` (the paper's "gradient
+    method"): the loss of each chunk of ``chunk_size`` images, weighted by its share of the
+    images, is backpropagated in turn, so the summed gradient is the full batch's (up to float
+    rounding) while memory holds one chunk's graph. With batch norm the statistics are each
+    chunk's. Returns the full-batch loss."""
+    model.train()
+    n, total = len(labels), torch.zeros((), device=images.device)
+    optimizer.zero_grad(set_to_none=True)
+    for i in range(0, n, chunk_size):
+        inputs, targets = to_float(images[i:i + chunk_size]), labels[i:i + chunk_size]
+        if adversary is not None and adversary.eps > 0:
+            inputs = adversarial.perturb(model, inputs, targets, adversary)
+        loss = objective.batch_loss(model, inputs, targets) * (len(targets) / n)
+        loss.backward()
+        total += loss.detach()
+    optimizer.step()
+    return total
+
+
 def train_epoch(model: Net, optimizer: torch.optim.Optimizer, objective: Objective,
-                batch_size: int, images: torch.Tensor, labels: torch.Tensor,
+                batch_size: int | str, images: torch.Tensor, labels: torch.Tensor,
                 index: PairIndex | None, epoch: int, generator: torch.Generator,
-                adversary: AdversarialParams | None = None) -> torch.Tensor:
+                adversary: AdversarialParams | None = None, chunk_size: int = 1000
+                ) -> torch.Tensor:
     """One epoch of optimisation on device-resident uint8 images; returns the mean step loss.
 
-    With an ``adversary`` (eps > 0) every step trains on the PGD perturbation of its images."""
+    ``batch_size`` "full": one full-batch step (``full_batch_step``). With an ``adversary``
+    (eps > 0) every step trains on the PGD perturbation of its images."""
+    if batch_size == "full":
+        return full_batch_step(model, optimizer, objective, images, labels, chunk_size, adversary)
     model.train()
     device = images.device
     total, steps = torch.zeros((), device=device), 0
@@ -116,7 +149,9 @@ def fit(params: Params, train: Split, test: Split, index: PairIndex | None = Non
         pairs.check(index, train.labels, params.train.epochs, params.loss)
     device = resolve_device(params.device)
     seed_everything(params.seed)
-    model = Net(params.model.batchnorm, *channel_stats(train.images)).to(device)
+    model = Net(params.model.batchnorm, *channel_stats(train.images),
+                features_activation=params.model.features_activation,
+                features_init=params.model.features_init).to(device)
     optimizer = make_optimizer(model, params, objective)
     generator = torch.Generator().manual_seed(params.seed)
     images, labels = train.images.to(device), train.labels.to(device)
@@ -128,7 +163,7 @@ def fit(params: Params, train: Split, test: Split, index: PairIndex | None = Non
     for epoch in bar:
         mean_loss = float(train_epoch(model, optimizer, objective, params.train.batch_size,
                                       images, labels, index, epoch, generator,
-                                      params.train.adversarial))
+                                      params.train.adversarial, params.train.chunk_size))
         if not torch.isfinite(torch.tensor(mean_loss)):
             raise DivergenceError(f"loss became {mean_loss} in epoch {epoch + 1} "
                                   f"(train.lr={params.train.lr}); lower train.lr")
@@ -137,6 +172,11 @@ def fit(params: Params, train: Split, test: Split, index: PairIndex | None = Non
         log = EpochLog(epoch + 1, mean_loss, accuracy(raw + bias_info["bias"], labels),
                        accuracy(raw_scores(model, test_images) + bias_info["bias"], test_labels),
                        bias_info["score_gap"])
+        every = params.train.rank_every
+        if every and ((epoch + 1) % every == 0 or epoch + 1 == params.train.epochs):
+            ranks, _ = spectrum.rank_metrics(extract_features(model, images), RANK_TOL)
+            for key in ("components_90", "components_95", "components_99", "effective_rank"):
+                setattr(log, key, ranks[key])
         history.append(log)
         bar.set_postfix(loss=f"{log.loss:.4f}", train=f"{log.train_accuracy:.4f}",
                         test=f"{log.test_accuracy:.4f}")
