@@ -38,10 +38,10 @@ def attacked(table: pd.DataFrame, name: str, split) -> tuple[torch.Tensor, torch
 
 
 def main(params):
-    if params.model.features_activation == "tanh":  # before any work: bounds.py has no rewrite
-        raise DataError("certify: model.features_activation tanh has no exact ReLU rewrite in "
-                        "bounds.py (relu and linear features do); run the stages before certify, "
-                        "e.g. dvc exp run ... attack")
+    if params.model.hidden_activation == "tanh":  # before any work: bounds.py has no rewrite
+        raise DataError("certify: model.hidden_activation tanh has no exact ReLU rewrite in "
+                        "bounds.py (relu does); run the stages before certify, e.g. "
+                        "dvc exp run ... attack")
     ensure_writable(*OUTPUTS)
     provenance = inherited()  # read first: a missing input fails before any work
     table = read_table(PER_IMAGE, ["split", "position", "label", "worst_min_eps_255"])

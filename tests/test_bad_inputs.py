@@ -268,7 +268,7 @@ SETUPS = {
     "features-zero-init-relu": lambda w: _params(w, model={"batchnorm": False, "features_init": "zero"}),
     "full-batch-pairwise": lambda w: _params(w, **{"train.batch_size": "full"}),
     "batch-size-word": lambda w: _params(w, **{"train.batch_size": "ful"}),
-    "certify-tanh-features": lambda w: _params(w, model={"batchnorm": False, "features_activation": "tanh"}),
+    "certify-tanh-hidden": lambda w: _params(w, model={"batchnorm": False, "hidden_activation": "tanh"}),
     "no-environment": lambda w: None,
     # issue 25: sources, artifacts and metrics checked for what they claim to be
     "batch-float-data": lambda w: _batch(w, lambda e: e.update(data=e["data"].astype("float32") / 255)),

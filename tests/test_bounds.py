@@ -109,7 +109,7 @@ def test_linear_features_fold_into_the_head_and_tanh_is_refused():
         expected = net(x).double()
     torch.testing.assert_close(B.forward(layers, x), expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="tanh"):
-        B.from_net(Net(features_activation="tanh").eval())
+        B.from_net(Net(features_activation="linear", hidden_activation="tanh").eval())
 
 
 def test_max_pool_as_two_relu_steps_is_exact_on_nonnegative_maps():

@@ -24,13 +24,24 @@ def tiny(tmp_path_factory):
     return prepare(DataParams(root=str(root)))[1]
 
 
-def _fit(tiny, loss, epochs=8, **overrides):
-    params = parse_params({"loss": loss, "device": "cpu",
+def _fit(tiny, loss, epochs=8, model=None, **overrides):
+    params = parse_params({"loss": loss, "device": "cpu", "model": model or {},
                            "pairs": {"block_size": 8, "fraction": 1.0},
                            "train": {"epochs": epochs, "batch_size": 16, "lr": LR[loss],
                                      **overrides}})
     index = pairs.build(tiny["train"].labels, params.pairs, epochs)
     return params, fit(params, tiny["train"], tiny["test"], index, progress=False)
+
+
+def test_the_activations_sit_where_the_paper_puts_them():
+    # the default is Fig. 2's network; Appendix B's tanh ends h (fc 120), before W, not phi
+    kinds = lambda net: [type(m).__name__ for m in net.phi if not isinstance(m, torch.nn.Conv2d)]
+    assert kinds(Net())[-4:] == ["Linear", "ReLU", "Linear", "ReLU"]
+    assert kinds(Net(features_activation="linear", hidden_activation="tanh"))[-4:] == [
+        "Linear", "Tanh", "Linear", "Identity"]
+    assert list(Net().state_dict()) == list(Net(features_activation="linear").state_dict())
+    zero = Net(features_activation="linear", features_init="zero")
+    assert zero.features_layer().weight.abs().max() == 0 and zero.features_layer().out_features == FEATURE_DIM
 
 
 def test_network_shape_and_feature_dimension():
@@ -77,8 +88,11 @@ def test_same_params_and_seed_give_identical_metrics_and_weights(tiny):
     assert all(torch.equal(a.model.state_dict()[k], b.model.state_dict()[k]) for k in a.model.state_dict())
 
 
-def test_checkpoint_round_trip_gives_identical_predictions_and_identical_bytes(tiny, tmp_path):
-    params, result = _fit(tiny, "differential", epochs=3)
+@pytest.mark.parametrize("model", [{}, {"features_activation": "linear", "features_init": "zero"},
+                                   {"features_activation": "linear", "hidden_activation": "tanh"}],
+                         ids=["paper", "proposition-1", "appendix-b"])
+def test_checkpoint_round_trip_gives_identical_predictions_and_identical_bytes(tiny, tmp_path, model):
+    params, result = _fit(tiny, "differential", epochs=3, model=model)
     data = checkpoint(result.model, model_config(params), "abc")
     assert data == checkpoint(result.model, model_config(params), "abc")  # deterministic bytes
     (tmp_path / "model.safetensors").write_bytes(data)

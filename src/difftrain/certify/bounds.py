@@ -153,14 +153,14 @@ def from_net(net) -> list[Affine | PoolStep]:
     """The network as affine maps with a ReLU between each two (``model.Net``, eval mode).
 
     Linear features (Proposition 1's network, no ReLU on phi) fold phi's last linear layer into
-    the head, exactly: w.(W h + c) + b = (w W) h + (w.c + b). tanh features have no exact ReLU
-    rewrite and are refused."""
+    the head, exactly: w.(W h + c) + b = (w W) h + (w.c + b). A tanh (Appendix B's variant) has
+    no exact ReLU rewrite and is refused."""
     modules = list(net.phi)
     activation = modules[-1]
-    if not isinstance(activation, (nn.ReLU, nn.Identity)):
-        raise ValueError(f"bounds.py rewrites ReLU networks exactly; features ending in "
-                         f"{type(activation).__name__} (model.features_activation tanh) have no such "
-                         f"rewrite: run the stages before certify (dvc exp run ... attack)")
+    if any(isinstance(m, nn.Tanh) for m in modules):
+        raise ValueError("bounds.py rewrites ReLU networks exactly; a tanh "
+                         "(model.hidden_activation tanh) has no such rewrite: run the stages "
+                         "before certify (dvc exp run ... attack)")
     convs = [m for m in modules if isinstance(m, nn.Conv2d)]
     linears = [m for m in modules if isinstance(m, nn.Linear)]
     norms = [m for m in modules if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d))]

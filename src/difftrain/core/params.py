@@ -77,19 +77,20 @@ class PairsParams(_Section):
 
 class ModelParams(_Section):
     batchnorm: bool = False
-    features_activation: Literal["relu", "linear", "tanh"] = "relu"
+    features_activation: Literal["relu", "linear"] = "relu"
+    hidden_activation: Literal["relu", "tanh"] = "relu"
     features_init: Literal["he", "zero"] = "he"
 
     @model_validator(mode="after")
     def _proposition_1(self):
         if self.features_init == "zero" and self.features_activation == "relu":
             raise ValueError("model.features_init zero needs model.features_activation linear "
-                             "(Proposition 1) or tanh: a ReLU at 0 has zero gradient, so the "
-                             "features would never leave 0")
-        if self.batchnorm and self.features_activation != "relu":
-            raise ValueError(f"model.features_activation {self.features_activation} is the "
-                             "network of Proposition 1 and Appendix B, whose features end with "
-                             "the linear layer: it takes model.batchnorm false")
+                             "(Proposition 1): a ReLU at 0 has zero gradient, so the features "
+                             "would never leave 0")
+        if self.batchnorm and (self.features_activation, self.hidden_activation) != ("relu", "relu"):
+            raise ValueError("model.features_activation linear and model.hidden_activation tanh "
+                             "are the networks of Proposition 1 and Appendix B, without batch "
+                             "norm: they take model.batchnorm false")
         return self
 
 

@@ -42,20 +42,26 @@ class MaxPool2x2(nn.Module):
                              torch.maximum(h[..., 1::2, 0::2], h[..., 1::2, 1::2]))
 
 
-def _block(layer: nn.Module, width: int, batchnorm: bool, norm: type) -> list[nn.Module]:
-    return [layer, *([norm(width)] if batchnorm else []), nn.ReLU()]
+def _block(layer: nn.Module, width: int, batchnorm: bool, norm: type,
+           activation: type = nn.ReLU) -> list[nn.Module]:
+    return [layer, *([norm(width)] if batchnorm else []), activation()]
 
 
-ACTIVATIONS = {"relu": nn.ReLU, "linear": nn.Identity, "tanh": nn.Tanh}
+FEATURE_ACTIVATIONS = {"relu": nn.ReLU, "linear": nn.Identity}
+HIDDEN_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
 class Net(nn.Module):
-    """``features_activation``: what follows phi's last linear layer (ReLU in Fig. 2's network;
-    none for Proposition 1, whose features end with the linear layer; tanh for Appendix B);
-    ``features_init`` "zero" starts that layer at W = 0, bias 0 (Proposition 1's W[0] = 0)."""
+    """The paper's network, phi = act(W h(x) + c) with h the layers up to fc 120.
+
+    ``features_activation``: ``act``, ReLU in Fig. 2's network, none ("linear") for Proposition 1,
+    whose features end with the linear layer; ``hidden_activation``: the end of h (fc 120's
+    activation), tanh for Appendix B's squashing variant (with linear features); ``features_init``
+    "zero" starts W at 0 (Proposition 1's W[0] = 0), c is 0 either way."""
 
     def __init__(self, batchnorm: bool = False, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
-                 features_activation: str = "relu", features_init: str = "he"):
+                 features_activation: str = "relu", features_init: str = "he",
+                 hidden_activation: str = "relu"):
         super().__init__()
         self.features_init = features_init
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
@@ -66,9 +72,10 @@ class Net(nn.Module):
             *_block(nn.Conv2d(6, 16, 5), 16, batchnorm, nn.BatchNorm2d),
             MaxPool2x2(),
             nn.Flatten(),
-            *_block(nn.Linear(16 * 5 * 5, 120), 120, batchnorm, nn.BatchNorm1d),
-            *_block(nn.Linear(120, FEATURE_DIM), FEATURE_DIM, batchnorm, nn.BatchNorm1d)[:-1],
-            ACTIVATIONS[features_activation](),
+            *_block(nn.Linear(16 * 5 * 5, 120), 120, batchnorm, nn.BatchNorm1d,
+                    HIDDEN_ACTIVATIONS[hidden_activation]),
+            *_block(nn.Linear(120, FEATURE_DIM), FEATURE_DIM, batchnorm, nn.BatchNorm1d,
+                    FEATURE_ACTIVATIONS[features_activation]),
         )
         self.head = nn.Linear(FEATURE_DIM, 1, bias=False)
         self.bias = nn.Parameter(torch.zeros(()))
@@ -86,7 +93,7 @@ class Net(nn.Module):
         nn.init.zeros_(self.bias)
 
     def features_layer(self) -> nn.Linear:
-        """phi's last linear layer, W of Proposition 1 (phi = act(W h + c))."""
+        """phi's last linear layer, W of Proposition 1."""
         return [m for m in self.phi if isinstance(m, nn.Linear)][-1]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,9 +133,10 @@ class TwoLogits(nn.Module):
 
 def net_options(model: dict) -> dict:
     """``Net``'s keyword arguments from a ``model`` parameter section (a checkpoint's record of
-    one made before features_activation and features_init existed means relu and he)."""
+    one made before the activations and features_init existed means relu and he)."""
     return {"batchnorm": model["batchnorm"],
             "features_activation": model.get("features_activation", "relu"),
+            "hidden_activation": model.get("hidden_activation", "relu"),
             "features_init": model.get("features_init", "he")}
 
 

@@ -18,7 +18,7 @@ from difftrain.data import pairs
 from difftrain.data.cifar import Split, to_float
 from difftrain.core.errors import DivergenceError
 from difftrain.core.labels import accuracy
-from difftrain.train.model import Net, extract_features
+from difftrain.train.model import Net, extract_features, net_options
 from difftrain.train.objectives import OBJECTIVES, Objective
 from difftrain.data.pairs import PairIndex
 from difftrain.core import spectrum
@@ -149,9 +149,8 @@ def fit(params: Params, train: Split, test: Split, index: PairIndex | None = Non
         pairs.check(index, train.labels, params.train.epochs, params.loss)
     device = resolve_device(params.device)
     seed_everything(params.seed)
-    model = Net(params.model.batchnorm, *channel_stats(train.images),
-                features_activation=params.model.features_activation,
-                features_init=params.model.features_init).to(device)
+    mean, std = channel_stats(train.images)
+    model = Net(mean=mean, std=std, **net_options(params.model.model_dump())).to(device)
     optimizer = make_optimizer(model, params, objective)
     generator = torch.Generator().manual_seed(params.seed)
     images, labels = train.images.to(device), train.labels.to(device)
