@@ -105,7 +105,8 @@ TINY = {"loss": "differential", "device": "cpu",
         "train": {"epochs": 2, "batch_size": 8, "lr": 0.001, "rank_every": 1},
         "attack": {"n_train": 8, "n_test": 8, "pgd": {"steps": 5, "epsilons": [0, 8, 255]},
                    "cw": {"steps": 10, "binary_search_steps": 2}},
-        "certify": {"crown_attempts": 1},
+        "certify": {"crown_attempts": 1, "crown_splits": ["test"], "check_steps": 5,
+                    "check_restarts": 1},
         "theory": {"steps": 500, "mlp_steps": 50, "sweep_offsets": [0, 10]}}
 
 

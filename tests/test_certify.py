@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from difftrain.certify import bounds as B
+from difftrain.certify import bounds as B, rounding as R
 from difftrain.certify.cascade import certify_split
-from difftrain.core.labels import sign
+from difftrain.core.labels import predict, sign
 from difftrain.train.model import Net
 from difftrain.core.params import CertifyParams, parse_params
 
@@ -69,14 +69,17 @@ def test_no_image_certified_at_a_radius_where_pgd_fools_it():
         if certified.any():
             assert not pgd_fools(net, x[certified], labels[certified], eps / 255).any()
     # each image's radius is the largest grid radius below which every step certified, image by
-    # image and radius by radius, recomputed here directly from the bounds
+    # image and radius by radius, recomputed here directly from the bounds and the margin
     layers, xd = B.from_net(net), x.double()
-    tolerance = 1e-4 * (1 + B.forward(layers, xd).abs())
     ones = torch.ones(len(labels), dtype=B.DTYPE)
     expected, climbing = torch.zeros(len(labels), dtype=torch.float64), torch.ones(len(labels), dtype=torch.bool)
     for eps in GRID[1:]:
-        best = torch.maximum(*(B.lower_margin(layers, xd, ones, eps / 255, m) for m in ("ibp", "crown_ibp")))
-        climbing &= best > tolerance
+        lower, upper = B.box(xd, eps / 255)
+        errors = R.layer_errors(net, layers, lower, upper)
+        margin = R.float64_error(layers, lower, upper, B.ibp(layers, lower, upper, errors), errors)
+        best = torch.maximum(*(B.lower_margin(layers, xd, ones, eps / 255, m, errors=errors)
+                               for m in ("ibp", "crown_ibp")))
+        climbing &= best > margin
         expected[climbing] = eps
     assert torch.equal(result.radius, expected), (result.radius, expected)
     # certified accuracy can only fall with the radius, and stays within the attacks' bound
@@ -126,9 +129,9 @@ def test_crown_off_reports_what_it_skipped():
     metrics = result.metrics()
     assert metrics["decided"]["crown"] == 0 and metrics["crown_skipped"] > 0
     assert metrics["tried"]["crown"] == 0
-    # at radius 0 the certificate is the clean prediction with its rounding margin
+    # at radius 0 the certificate is the float32 network's own prediction
     with torch.no_grad():
-        correct = (sign(labels, torch.float32) * net(images.float() / 255) > 0).double().mean()
+        correct = (predict(net(images.float() / 255)) == labels).double().mean()
     assert metrics["certified"]["eps0"]["accuracy"] == pytest.approx(float(correct))
     widths = metrics["interval_width"].values()
     assert all(w >= 0 for w in widths)
@@ -149,3 +152,39 @@ def test_a_linear_score_is_certified_up_to_its_exact_radius():
     for eps, expected in ((0.24, True), (0.245, False)):
         ok = B.lower_margin(layers, x, torch.ones(1, dtype=B.DTYPE), eps, "crown") > 0
         assert bool(ok) is expected, (eps, s)
+
+
+def test_the_stages_own_attack_fires_on_a_deliberately_wrong_bound(monkeypatch):
+    """A CROWN that claims every image is 5 score units from the boundary certifies images PGD
+    fools at 8/255 (the attacks' worst case says inf, as if they had missed): the stage's own
+    attack finds them, so certified_but_fooled and bound_violations fire. The honest CROWN
+    (slow at large radii, so at 0.5/255 only) raises neither."""
+    net = biased_net(bias=-0.2)
+    images, labels = data(2)
+    honest = certify(net, images, labels, methods=["crown"], crown_attempts=40,
+                     crown_max_eps=0.5, check_steps=20, check_restarts=2)
+    assert honest.metrics()["tried"]["crown"] > 0
+    assert honest.certified_but_fooled == 0 and honest.bound_violations == 0
+    assert honest.metrics()["bound_gap_median"] >= 0
+    monkeypatch.setattr(B, "crown_bounds", lambda layers, lower, upper, **k: B.ibp(layers, lower, upper))
+    monkeypatch.setattr(B, "final_bound", lambda layers, bounds, side, *a, **k: torch.full(
+        (len(side),), 5.0, dtype=B.DTYPE))
+    lying = certify(net, images, labels, methods=["crown"], crown_attempts=40, crown_max_eps=8,
+                    check_steps=20, check_restarts=2)
+    assert (lying.radius >= 8).all()  # it certified everything
+    assert lying.certified_but_fooled == 2 and lying.bound_violations > 0
+
+
+def test_alpha_crown_is_never_looser_than_crown_and_decides_what_crown_left():
+    net = biased_net(bias=-0.2)
+    images, labels = data(3)
+    result = certify(net, images, labels, methods=["crown", "alpha_crown"], crown_attempts=40,
+                     alpha_steps=10, check_steps=0)
+    table = result.attempts
+    crown = table[table["method"] == "crown"].set_index(["image", "eps"])["bound"]
+    alpha = table[table["method"] == "alpha_crown"].set_index(["image", "eps"])["bound"]
+    assert len(alpha) and (alpha >= crown.loc[alpha.index] - 1e-9).all()
+    # alpha-CROWN runs only on what CROWN left
+    assert not table[table["method"] == "crown"].set_index(["image", "eps"]).loc[
+        alpha.index, "certified"].any()
+    assert result.metrics()["unstable_after_crown"]  # reported per radius

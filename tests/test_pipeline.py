@@ -43,6 +43,12 @@ def test_dag_and_declared_files_exist(project):
             continue
         for path in next(iter(plot.values()))["y"]:
             assert (project / path).is_file(), path
+    certify = json.loads((project / "metrics" / "certify.json").read_text())
+    # CROWN only on certify.crown_splits (test), within its budget of 1; the cheap bounds on both
+    assert certify["train"]["tried"] == {"ibp": certify["train"]["tried"]["ibp"], "crown_ibp":
+                                         certify["train"]["tried"]["crown_ibp"]}
+    assert certify["test"]["tried"].get("crown", 0) <= 1 and certify["train"]["tried"]["ibp"] > 0
+    assert (project / "data" / "certify" / "attempts.csv").is_file()
     rank = (project / "dvclive/train/plots/metrics/components_99.tsv").read_text().splitlines()
     assert len(rank) == 1 + TINY["train"]["epochs"]  # train.rank_every 1: a row an epoch
     metrics = json.loads(sh("dvc", "metrics", "show", "--json", cwd=project))

@@ -210,12 +210,20 @@ def box(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     return (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
 
 
-def ibp(layers: list[Affine], lower: torch.Tensor, upper: torch.Tensor) -> list[tuple]:
-    """Interval bounds (l, u) of every affine map's output, given an input box."""
+def _spread(errors: list | None, k: int):
+    """Map k's rounding allowance (``rounding.layer_errors``), or 0."""
+    return 0.0 if errors is None or errors[k] is None else errors[k]
+
+
+def ibp(layers: list[Affine], lower: torch.Tensor, upper: torch.Tensor,
+        errors: list | None = None) -> list[tuple]:
+    """Interval bounds (l, u) of every affine map's output, given an input box (and, with
+    ``errors``, each map's output perturbed by at most its rounding allowance)."""
     bounds = []
     for i, layer in enumerate(layers):
         centre, radius = layer.forward((upper + lower) / 2), layer.forward((upper - lower) / 2,
                                                                             absolute=True)
+        radius = radius + _spread(errors, i)
         bounds.append((centre - radius, centre + radius))
         lower, upper = torch.relu(centre - radius), torch.relu(centre + radius)
     return bounds
@@ -245,7 +253,7 @@ def _window(t: torch.Tensor, rows: torch.Tensor, corner: torch.Tensor | None,
 
 def backward_lower(layers: list, top: int, a: torch.Tensor, rows: torch.Tensor,
                    relax: list[tuple], lower: torch.Tensor, upper: torch.Tensor,
-                   corner: torch.Tensor | None = None) -> torch.Tensor:
+                   corner: torch.Tensor | None = None, errors: list | None = None) -> torch.Tensor:
     """CROWN: a lower bound of ``A . z_top`` (``z_top`` the output of affine map ``top``) for each
     row of ``A``, row r on image ``rows[r]``, over the input box [lower, upper] of each image,
     with the ReLU after map k relaxed by ``relax[k]`` (``_relaxation`` of its input bounds).
@@ -254,9 +262,15 @@ def backward_lower(layers: list, top: int, a: torch.Tensor, rows: torch.Tensor,
     all rows of one size. A neuron of a convolution or pooling step reaches only a window of the
     maps before it (its receptive field: 14 x 14 of the 32 x 32 input for the second
     convolution), so CROWN's intermediate bounds propagate windows, several times less work than
-    whole maps; the same sums, so the same bounds up to rounding."""
+    whole maps; the same sums, so the same bounds up to rounding.
+
+    ``errors``: each map's output may be off by its rounding allowance (``rounding.py``), an
+    input of its own: ``-|A| . eps`` at that map."""
     constant = torch.zeros(len(a), dtype=DTYPE)
     for k in range(top, -1, -1):
+        if errors is not None and errors[k] is not None:
+            spread = _window(errors[k], rows, corner, a.shape[2:]) if a.dim() > 2 else errors[k][rows]
+            constant -= (a.abs() * spread).flatten(1).sum(1)
         constant += layers[k].bias_term(a)
         a = layers[k].backward(a)
         corner = layers[k].in_corner(corner)
@@ -272,17 +286,17 @@ def backward_lower(layers: list, top: int, a: torch.Tensor, rows: torch.Tensor,
 
 
 def crown_bounds(layers: list[Affine], lower: torch.Tensor, upper: torch.Tensor,
-                 chunk: int = 1024, windows: bool = True) -> list[tuple]:
+                 chunk: int = 1024, windows: bool = True, errors: list | None = None) -> list[tuple]:
     """Bounds of every affine map's output: IBP's, tightened by CROWN for every ReLU input IBP
     leaves unstable, layer by layer (each layer's CROWN uses the tightened bounds before it).
     ``windows=False`` propagates whole maps (the same bounds, slower: for benchmarks/)."""
-    bounds = ibp(layers, lower, upper)
+    bounds = ibp(layers, lower, upper, errors)
     relax = [_relaxation(*bounds[0])]
     for k in range(1, len(layers) - 1):  # the first map's IBP bounds are exact; the last has no ReLU
         # IBP from the tightened bounds of the layer before: far fewer neurons left unstable
         centre = layers[k].forward((torch.relu(bounds[k - 1][1]) + torch.relu(bounds[k - 1][0])) / 2)
         radius = layers[k].forward((torch.relu(bounds[k - 1][1]) - torch.relu(bounds[k - 1][0])) / 2,
-                                   absolute=True)
+                                   absolute=True) + _spread(errors, k)
         low = torch.maximum(bounds[k][0], centre - radius)
         up = torch.minimum(bounds[k][1], centre + radius)
         unstable = ((low < 0) & (up > 0)).flatten(1)
@@ -306,7 +320,8 @@ def crown_bounds(layers: list[Affine], lower: torch.Tensor, upper: torch.Tensor,
                 a = torch.zeros(2 * n, math.prod(shape), dtype=DTYPE)
                 a[r, idx], a[r + n, idx] = 1.0, -1.0
                 a, corner = a.view(2 * n, *shape), None
-            bound = backward_lower(layers, k, a, torch.cat([img, img]), relax, lower, upper, corner)
+            bound = backward_lower(layers, k, a, torch.cat([img, img]), relax, lower, upper, corner,
+                                   errors)
             new_low[img, idx] = torch.maximum(new_low[img, idx], bound[:n])
             new_up[img, idx] = torch.minimum(new_up[img, idx], -bound[n:])
         bounds[k] = (new_low.view_as(low), new_up.view_as(up))
@@ -314,21 +329,78 @@ def crown_bounds(layers: list[Affine], lower: torch.Tensor, upper: torch.Tensor,
     return bounds
 
 
+def intermediate_bounds(layers: list, lower: torch.Tensor, upper: torch.Tensor, method: str,
+                        windows: bool = True, errors: list | None = None) -> list[tuple]:
+    """Every affine map's output bounds over the box, by ``method`` ('ibp', 'crown_ibp': IBP's;
+    'crown' and what builds on it: CROWN's)."""
+    if method in ("ibp", "crown_ibp"):
+        return ibp(layers, lower, upper, errors)
+    return crown_bounds(layers, lower, upper, windows=windows, errors=errors)
+
+
+def final_bound(layers: list, bounds: list[tuple], sign: torch.Tensor, lower: torch.Tensor,
+                upper: torch.Tensor, slopes: list[torch.Tensor] | None = None,
+                errors: list | None = None) -> torch.Tensor:
+    """CROWN's lower bound of ``sign * s`` per image from the ReLU inputs' ``bounds``; ``slopes``
+    (one tensor per ReLU, values in [0, 1]) replace the lower slope of the unstable neurons
+    (alpha-CROWN: any slope in [0, 1] bounds relu(h) >= slope h there, so every choice is sound)."""
+    relax = [_relaxation(*b) for b in bounds[:-1]]
+    if slopes is not None:
+        relax = [(torch.where((lo < 0) & (up > 0), alpha, low), up_slope, intercept)
+                 for (low, up_slope, intercept), (lo, up), alpha in zip(relax, bounds, slopes)]
+    a = sign.to(DTYPE).view(-1, 1)
+    return backward_lower(layers, len(layers) - 1, a, torch.arange(len(sign)), relax, lower, upper,
+                          errors=errors)
+
+
+def alpha_crown(layers: list, bounds: list[tuple], sign: torch.Tensor, lower: torch.Tensor,
+                upper: torch.Tensor, steps: int, lr: float = 0.1,
+                errors: list | None = None) -> torch.Tensor:
+    """alpha-CROWN on the last bound (Xu et al., 2021): the unstable ReLUs' lower slopes, started
+    at CROWN's choice, optimised by projected Adam to raise each image's bound, with CROWN's
+    intermediate bounds kept. Returns the best bound seen per image (each one is sound), so it is
+    never below CROWN's."""
+    relax = [_relaxation(*b) for b in bounds[:-1]]
+    alphas = [low.clone().requires_grad_(True) for low, _, _ in relax]
+    optimizer = torch.optim.Adam(alphas, lr=lr)
+    best = torch.full((len(sign),), -math.inf, dtype=DTYPE)
+    for step in range(steps + 1):
+        bound = final_bound(layers, bounds, sign, lower, upper, alphas, errors)
+        best = torch.maximum(best, bound.detach())
+        if step == steps:
+            break
+        optimizer.zero_grad()
+        (-bound.sum()).backward()  # images are independent: the sum's gradient is each one's
+        optimizer.step()
+        with torch.no_grad():
+            for alpha in alphas:
+                alpha.clamp_(0.0, 1.0)
+    return best
+
+
+def unstable_counts(bounds: list[tuple]) -> torch.Tensor:
+    """Per image, the ReLUs whose input bounds straddle 0 (l < 0 < u): the binary variables an
+    exact method needs, so what decides whether it can finish."""
+    return sum(((lo < 0) & (up > 0)).flatten(1).sum(1) for lo, up in bounds[:-1])
+
+
 def lower_margin(layers: list[Affine], x: torch.Tensor, sign: torch.Tensor, eps: float,
-                 method: str, windows: bool = True) -> torch.Tensor:
+                 method: str, windows: bool = True, errors: list | None = None) -> torch.Tensor:
     """A lower bound of ``sign * s(x')`` over the ball of radius ``eps`` (in [0, 1] units) around
     each image ``x`` intersected with [0, 1]^n, by ``method``: 'ibp', 'crown_ibp' or 'crown'
-    (``windows``: see ``crown_bounds``)."""
+    (``windows``: see ``crown_bounds``; ``errors``: each map's rounding allowance, from
+    ``rounding.layer_errors`` over the same box)."""
     lower, upper = box(x, eps)
     sign = sign.to(DTYPE)
-    if method == "ibp":
-        low, up = ibp(layers, lower, upper)[-1]
-        return torch.where(sign > 0, low[:, 0], -up[:, 0])
-    bounds = ibp(layers, lower, upper) if method == "crown_ibp" \
-        else crown_bounds(layers, lower, upper, windows=windows)
-    relax = [_relaxation(*b) for b in bounds[:-1]]
-    a = sign.view(-1, 1)
-    return backward_lower(layers, len(layers) - 1, a, torch.arange(len(x)), relax, lower, upper)
+    bounds = intermediate_bounds(layers, lower, upper, method, windows, errors)
+    return ibp_margin(bounds, sign) if method == "ibp" else final_bound(
+        layers, bounds, sign, lower, upper, errors=errors)
+
+
+def ibp_margin(bounds: list[tuple], sign: torch.Tensor) -> torch.Tensor:
+    """IBP's lower bound of ``sign * s``: the score's interval, read on the label's side."""
+    low, up = bounds[-1]
+    return torch.where(sign.to(DTYPE) > 0, low[:, 0], -up[:, 0])
 
 
 METHODS = ("ibp", "crown_ibp", "crown")

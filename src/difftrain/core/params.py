@@ -206,21 +206,33 @@ class AttackParams(_Section):
     _l2_grid = field_validator("l2_epsilons", mode="after")(_epsilon_grid)
 
 
+CERTIFY_METHODS = ("ibp", "crown_ibp", "crown", "alpha_crown", "milp")  # cheap to tight
+
+
 class CertifyParams(_Section):
-    methods: Annotated[tuple[Literal["ibp", "crown_ibp", "crown"], ...],
-                       BeforeValidator(_as_tuple)] = ("ibp", "crown_ibp", "crown")
+    methods: Annotated[tuple[Literal[CERTIFY_METHODS], ...],
+                       BeforeValidator(_as_tuple)] = ("ibp", "crown_ibp", "crown", "alpha_crown")
     crown_max_eps: NonNegative = 2.0  # /255
-    crown_attempts: Annotated[int, Field(ge=0)] = 3  # per split: a count, so the metrics repeat
-    tolerance: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-4
+    crown_attempts: Annotated[int, Field(ge=0)] = 16  # per split: a count, so the metrics repeat
+    crown_splits: Annotated[tuple[Literal["train", "test"], ...], BeforeValidator(_as_tuple)] = (
+        "train", "test")  # where CROWN and what builds on it run; the cheap bounds run on both
+    alpha_steps: Annotated[int, Field(ge=0)] = 20
+    milp_max_eps: NonNegative = 1.0  # /255
+    milp_attempts: Annotated[int, Field(ge=0)] = 0  # per split
+    milp_nodes: Annotated[int, Field(ge=0)] = 100  # branch-and-bound nodes per attempt
     batch_size: PositiveInt = 50
+    check_steps: Annotated[int, Field(ge=0)] = 50
+    check_restarts: PositiveInt = 5
 
     @field_validator("methods", mode="after")
     @classmethod
     def _methods(cls, value):
-        order = ("ibp", "crown_ibp", "crown")
-        if not value or list(value) != sorted(set(value), key=order.index):
-            raise ValueError("must name ibp, crown_ibp and/or crown, each once, cheap to tight "
-                             "(in that order)")
+        if list(value) != sorted(set(value), key=CERTIFY_METHODS.index):
+            raise ValueError(f"must name methods of {', '.join(CERTIFY_METHODS)}, each once, "
+                             f"cheap to tight (in that order)")
+        if {"alpha_crown", "milp"} & set(value) and "crown" not in value:
+            raise ValueError("alpha_crown and milp start from CROWN's intermediate bounds: "
+                             "name crown before them")
         return value
 
 
@@ -267,6 +279,14 @@ class Params(_Section):
     certify: CertifyParams = CertifyParams()
     plot: PlotParams = PlotParams()
     theory: TheoryParams = TheoryParams()
+
+    @model_validator(mode="after")
+    def _tanh_has_no_bound(self):
+        if self.model.hidden_activation == "tanh" and self.certify.methods:
+            raise ValueError("model.hidden_activation tanh needs certify.methods [] (the bounds "
+                             "rewrite ReLU networks exactly, a tanh has no such rewrite; the "
+                             "radius-0 check still runs)")
+        return self
 
     @model_validator(mode="after")
     def _full_batch_is_pointwise(self):
