@@ -70,7 +70,7 @@ def test_headline_reports_the_worst_case_beside_the_paper_attack_and_names_a_mis
     attack = _attack_metrics(paper=0.5, worst=0.1)
     attack["test"]["soundness"]["paper_attack_overstates"] = True
     train = {"test_accuracy": 0.9, "train_accuracy": 1.0}
-    features = {"train": {"components_90": 1, "components_95": 2, "components_99": 3, "effective_rank": 2.5}, "optimum": {"margin_ratio": 0.7}}
+    features = {"train": {"components_90": 1, "components_95": 2, "components_99": 3, "numerical_rank": 5, "effective_rank": 2.5}, "optimum": {"margin_ratio": 0.7}}
     summary = S.headline(train, features, attack, 8, 0.5)
     assert summary["robust_test_accuracy_at_8"] == 0.1 and summary["pgd_test_accuracy_at_8"] == 0.5
     assert summary["l2_test_accuracy_at_l2_0_5"] == 0.3 and summary["cw_test_accuracy_at_l2_0_5"] == 0.4
@@ -84,7 +84,7 @@ def test_headline_reports_the_worst_case_beside_the_paper_attack_and_names_a_mis
 def test_headline_gains_the_certified_end_of_the_interval_and_refuses_a_bad_one(tmp_path):
     attack = _attack_metrics(paper=0.5, worst=0.1)
     train = {"test_accuracy": 0.9, "train_accuracy": 1.0}
-    features = {"train": {"components_90": 1, "components_95": 2, "components_99": 3, "effective_rank": 2.5}, "optimum": {"margin_ratio": 0.7}}
+    features = {"train": {"components_90": 1, "components_95": 2, "components_99": 3, "numerical_rank": 5, "effective_rank": 2.5}, "optimum": {"margin_ratio": 0.7}}
     certify = {s: {"certified": {"eps0": {"accuracy": 0.9}, "eps8": {"accuracy": 0.04}}}
                for s in ("train", "test")}
     certify["train"]["certified"]["eps8"]["accuracy"] = 0.3  # each split reads its own

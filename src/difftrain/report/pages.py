@@ -8,8 +8,9 @@ fooling radius under the paper's PGD and the worst case, for the runs that kept 
 table, the across-pair tests and the per-image (McNemar) tests as CSVs, the claim, test,
 mechanism and per-image sections of ``docs/classpairs/classpairs.md``, and every block between
 ``<!-- generated: NAME -->`` and ``<!-- /generated -->`` in README.md and docs/classpairs.md
-(NAME: verdict, classpairs-tests, classpairs-mechanisms, classpairs-images). A file whose text
-would not change is not written.
+(NAME: verdict, classpairs-tests, classpairs-mechanisms, classpairs-images, intervals, fig2,
+intervention), also in docs/results.md and docs/fig2.md. A record that does not exist yet (its
+grid has not run) makes its block say so. A file whose text would not change is not written.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from difftrain.core.errors import DataError
-from difftrain.report import crossrun, paired, verdict
+from difftrain.report import crossrun, fig2, intervals, paired, verdict
 from difftrain.report.tables import read_table
 
 FOLDER = Path("docs/classpairs")
@@ -31,7 +32,12 @@ BUDGET = FOLDER / "classpairs_budget.csv"
 RUNS, IMAGES, IMAGE_TESTS = (FOLDER / "classpairs_runs.csv", FOLDER / "classpairs_per_image.csv",
                              FOLDER / "classpairs_image_tests.csv")
 STUDY_RUNS = Path("docs/figures/study_runs.csv")
-QUOTING = (Path("README.md"), Path("docs/classpairs.md"))
+INTERVAL_RUNS = Path("docs/intervals/intervals_runs.csv")  # difftrain study EXP... --out docs/intervals/intervals.png
+FIG2_RUNS = Path("docs/fig2/fig2_runs.csv")  # difftrain study --by fig2
+INTERVENTION_RUNS, INTERVENTION_TESTS = (Path("docs/intervention/intervention_runs.csv"),
+                                         Path("docs/intervention/intervention_tests.csv"))
+QUOTING = (Path("README.md"), Path("docs/classpairs.md"), Path("docs/results.md"),
+           Path("docs/fig2.md"))
 BLOCK = re.compile(r"(<!-- generated: ([a-z-]+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 
 
@@ -65,6 +71,11 @@ def _section(text: str, heading_start: str, new: str, where: Path) -> str:
     return text[:start] + new + ("\n" + text[end:] if end >= 0 else "\n")
 
 
+def _optional(path: Path) -> pd.DataFrame | None:
+    """A record that exists once its grid has run (None before)."""
+    return pd.read_csv(path) if path.exists() else None
+
+
 def record(repo: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The committed run record and per-image outcomes (empty where no run kept them)."""
     runs = read_table(repo / RUNS, crossrun.RUN_COLUMNS)
@@ -94,10 +105,22 @@ def pages(repo: Path) -> dict[Path, str]:
     page = _section(page, crossrun.IMAGES_HEADING, crossrun.images_section(image_tests),
                     repo / PAGE)
     out[repo / PAGE] = page
+    fig2_runs = _optional(repo / FIG2_RUNS)
+    intervention = None
+    if (repo / INTERVENTION_RUNS).exists():
+        intervention = fig2.intervention_summary(pd.read_csv(repo / INTERVENTION_RUNS),
+                                                 pd.read_csv(repo / INTERVENTION_TESTS))
+    interval_runs = _optional(repo / INTERVAL_RUNS)
     blocks = {"classpairs-tests": tests_summary(tests),
               "classpairs-mechanisms": mechanisms_summary(crossrun.mechanisms_controlled(pairs)),
               "classpairs-images": images_summary(image_tests, pairs),
-              "verdict": verdict.verdict_table(study, pairs, tests)}
+              "verdict": verdict.verdict_table(study, pairs, tests, fig2_runs, intervention),
+              "intervals": (intervals.table(interval_runs) if interval_runs is not None else
+                            "Not measured yet at the study-grade setting (grids/default-budget.yaml).\n"),
+              "fig2": ("\n".join(fig2.verdict_lines(fig2_runs)) + "\n" if fig2_runs is not None
+                       else "grids/fig2.yaml has not run yet.\n"),
+              "intervention": (" ".join(intervention) + ".\n" if intervention is not None
+                               else "grids/intervention.yaml has not run yet.\n")}
 
     def fill(match):
         if match.group(2) not in blocks:
@@ -105,6 +128,8 @@ def pages(repo: Path) -> dict[Path, str]:
         return match.group(1) + blocks[match.group(2)] + match.group(4)
 
     for path in QUOTING:
+        if not (repo / path).exists():
+            continue
         text = (repo / path).read_text(encoding="utf-8")
         if not BLOCK.search(text):
             raise DataError(f"{path}: no <!-- generated: ... --> block to fill")

@@ -33,7 +33,7 @@ import pandas as pd  # noqa: E402
 import dvc.api  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from difftrain.report import crossrun, paired  # noqa: E402
+from difftrain.report import crossrun, fig2, paired  # noqa: E402
 from difftrain.report.crossrun import RADII  # noqa: E402
 from difftrain.core.errors import DataError  # noqa: E402
 from difftrain.core.io import is_accuracy  # noqa: E402
@@ -49,7 +49,11 @@ METRICS = {
     "paper_train": "pgd_train_accuracy_at_{tag}",
     "worst_test": "robust_test_accuracy_at_{tag}",
     "worst_train": "robust_train_accuracy_at_{tag}",
+    "components_90": "feature_components_90",
+    "components_95": "feature_components_95",
     "components_99": "feature_components_99",
+    "numerical_rank": "feature_numerical_rank",
+    "effective_rank": "feature_effective_rank",
     "margin_ratio": "margin_ratio",
     "first_order_margin_test": "first_order_margin_test_median",
     "gradient_l1_test": "gradient_l1_test_median",
@@ -58,6 +62,20 @@ METRICS = {
 # study column -> metrics/attack.json key, at the radii the cross-run analysis compares
 ATTACK = {f"{kind}_test_eps{r}": f"test.{key}.eps{r}.accuracy"
           for r in RADII for kind, key in (("paper", "pgd"), ("worst", "worst"))}
+# study column -> metrics/certify.json key: each robust accuracy's interval on test
+CERTIFY_RADII = (0.5, 1, 2, 4, 8)
+CERTIFY = {**{f"certified_test_eps{r:g}": f"test.certified.{eps_key(r)}.accuracy" for r in CERTIFY_RADII},
+           **{f"certify_worst_test_eps{r:g}": f"test.worst.{eps_key(r)}.accuracy" for r in CERTIFY_RADII},
+           "certified_but_fooled": "test.certified_but_fooled",
+           "bound_violations": "test.bound_violations",
+           **{f"certify_{m}_decided": f"test.decided.{m}" for m in ("crown", "alpha_crown", "milp")},
+           **{f"certify_{m}_tried": f"test.tried.{m}" for m in ("crown", "alpha_crown", "milp")},
+           **{f"certify_{m}_seconds": f"test.seconds_per_attempt.{m}"
+              for m in ("crown", "alpha_crown", "milp")},
+           "certify_unstable_eps0_5": "test.unstable_after_crown.eps0_5.median",
+           "certify_unstable_eps1": "test.unstable_after_crown.eps1.median",
+           "certify_milp_adversarial": "test.milp.adversarial",
+           "certify_milp_undecided": "test.milp.undecided"}
 FLAGS = ["paper_attack_overstates", "blackbox_beats_whitebox", "not_converged",
          "suspect_gradient_masking"]
 
@@ -111,8 +129,19 @@ def _record(row: dict, name: str) -> dict:
             raise DataError(f"metrics/attack.json: {key} must be an accuracy in [0, 1]; "
                             f"got {value!r}")
         record[column] = float(value) if isinstance(value, (int, float)) else math.nan
+    for column, key in CERTIFY.items():  # absent (nan) where the certify stage did not write it
+        value = _get(row, key, "metrics/certify.json")
+        record[column] = float(value) if isinstance(value, (int, float)) \
+            and not isinstance(value, bool) else math.nan
+    closed = _get(row, "test.closed_at", "metrics/certify.json")
+    if isinstance(closed, str):  # exp_show may give a list as its text
+        closed = [c for c in closed.strip("[]").replace(" ", "").split(",") if c]
+    record["certify_closed_at"] = ("/".join(f"{float(e):g}" for e in closed)
+                                   if isinstance(closed, list) else "")
     for flag in FLAGS:  # exp_show gives booleans as the strings 'True' and 'False'
         record[flag] = str(_get(row, flag, "metrics/summary.json")) == "True"
+    value = _get(row, "final_loss", "metrics/train.json")  # the last epoch's mean training loss
+    record["final_loss"] = float(value) if isinstance(value, (int, float)) else math.nan
     for column in crossrun.MACHINE:  # the training stage's: it made the model
         record[column] = _get(row, f"provenance.{column}", "metrics/train.json")
     return record
@@ -137,6 +166,16 @@ def per_image(repo: str, names: list[str]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=paired.IMAGE_COLUMNS)
     return pd.concat(frames, ignore_index=True)
+
+
+def dvc_table(repo: str, name: str, path: str) -> pd.DataFrame:
+    """A tab-separated output of experiment ``name`` (a dvclive series), read through DVC."""
+    try:
+        with dvc.api.open(path, repo=repo, rev=name) as handle:
+            return pd.read_csv(handle, sep="\t")
+    except Exception as exc:  # dvc raises many types for a missing rev or file
+        raise DataError(f"{path} of experiment {name}: cannot read it through DVC "
+                        f"({type(exc).__name__}: {exc}); `difftrain grid collect` first") from None
 
 
 def experiments(repo: str = ".", rev: str | list[str] | None = None, names: list[str] | None = None,
@@ -285,8 +324,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="baseline commit the experiments derive from (default HEAD; "
                              "repeat it for a grid run at several commits)")
     parser.add_argument("--repo", default=".")
-    parser.add_argument("--by", choices=("classes",), default=None,
-                        help="classes: the cross-run analysis per class pair (crossrun.py)")
+    parser.add_argument("--by", choices=("classes", "fig2", "intervention"), default=None,
+                        help="classes: the cross-run analysis per class pair (crossrun.py); fig2: "
+                             "the rank curves of grids/fig2.yaml; intervention: rank-one against "
+                             "standard CE features, grids/intervention.yaml (fig2.py)")
     parser.add_argument("--out", default="study.png", help="figure to write; the CSVs go beside it")
     args = parser.parse_args(argv)
     if not args.experiments and not args.all:
@@ -297,7 +338,10 @@ def main(argv: list[str] | None = None) -> None:
         check_figure_out(out)
         table = experiments(args.repo, args.rev, args.experiments or None,
                             warn=lambda line: print(line, file=sys.stderr))
-        if args.by == "classes":
+        if args.by in ("fig2", "intervention"):
+            fig2.main(table, out, written, args.by,
+                      read=lambda name, path: dvc_table(args.repo, name, path))
+        elif args.by == "classes":
             crossrun.main(table, out, written, grouping(table),
                           [k for k in PARAMS if k in table],
                           images_of=lambda names: per_image(args.repo, names))

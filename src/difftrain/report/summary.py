@@ -49,7 +49,7 @@ def headline(train: dict, features: dict, attack: dict, eps_255: float, eps_l2: 
         "l2_test_median": field(attack, "test.median_l2.worst", ATTACK_JSON),
         "cw_test_median_l2": field(attack, "test.median_l2.cw", ATTACK_JSON),
         **{f"feature_{key}": field(features, f"train.{key}", FEATURES_JSON)
-           for key in ("components_90", "components_95", "components_99")},
+           for key in ("components_90", "components_95", "components_99", "numerical_rank")},
         "feature_effective_rank": field(features, "train.effective_rank", FEATURES_JSON),
         "margin_ratio": field(features, "optimum.margin_ratio", FEATURES_JSON),
         **{f"{name}_{split}_{suffix}": mechanism(split, key)

@@ -1,0 +1,263 @@
+"""Fig. 2, Proposition 1 and the causal claim, read from experiments (issue 31).
+
+* ``--by fig2`` (grids/fig2.yaml): each optimisation scheme's rank curve (components for
+  90/95/99% of the training features' variance against optimiser steps, beside the training
+  loss), read from each run's dvclive series through DVC, and one verdict line per scheme
+  against the paper's claim (rank 2 under the gradient method with momentum, about 20 of 84
+  under Adam or batch norm), at each threshold.
+* ``--by intervention`` (grids/intervention.yaml): the rank-one CE model (Proposition 1's linear
+  features from W = 0) against the standard one of the same pair and seed, under the paper's PGD
+  and the worst case at every radius: the paper's causal claim tested by intervention.
+
+The CSVs written here are the record ``difftrain report`` reads (committed, so the verdict stays
+when the experiments are gone).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
+from statsmodels.stats.multitest import multipletests  # noqa: E402
+
+from difftrain.core.errors import DataError  # noqa: E402
+from difftrain.report.crossrun import RADII  # noqa: E402
+from difftrain.report.plots import save_figure  # noqa: E402
+
+SERIES = ("components_90", "components_95", "components_99", "loss")
+THRESHOLDS = (90, 95, 99)
+PAPER = {"full-batch GD with momentum": 2, "Adam": 20, "SGD with batch norm": 20}
+RUN_COLUMNS = ["experiment", "scheme", "n_train", "steps", "final_loss", "train_accuracy",
+               "clean_test_accuracy", *(f"components_{t}" for t in THRESHOLDS), "numerical_rank",
+               "effective_rank", "cpu_capability", "torch_threads"]
+
+
+def scheme(row) -> str:
+    """A run's training scheme, in the paper's words where it has them."""
+    full = str(row.get("train.batch_size")) == "full"
+    how = "full-batch GD with momentum" if full else (
+        "Adam" if row.get("train.optimizer") == "adam" else
+        "SGD with batch norm" if str(row.get("model.batchnorm")) in ("True", "true", "1") else
+        "mini-batch SGD")
+    if row.get("model.hidden_activation") == "tanh":
+        return f"Appendix B (tanh ends h, linear phi), {how}"
+    if row.get("model.features_activation") == "linear":
+        init = "W = 0" if row.get("model.features_init") == "zero" else "He"
+        return f"Proposition 1 (linear phi, {init}), {how}"
+    return how
+
+
+def steps_per_epoch(row) -> int:
+    n = int(row["n_train"])
+    return 1 if str(row.get("train.batch_size")) == "full" else math.ceil(n / int(row["train.batch_size"]))
+
+
+def runs_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per fig2 run (``RUN_COLUMNS``)."""
+    out = table.copy()
+    per_class = pd.to_numeric(out.get("data.n_train_per_class"), errors="coerce")
+    out["n_train"] = (2 * per_class).fillna(10_000).astype(int)  # None: the whole split
+    out["scheme"] = [scheme(r) for r in out.to_dict("records")]
+    out["steps"] = [int(r["train.epochs"]) * steps_per_epoch(r) for r in out.to_dict("records")]
+    out["train_accuracy"] = out.get("clean_train_accuracy")
+    return out.reindex(columns=RUN_COLUMNS).sort_values("scheme").reset_index(drop=True)
+
+
+def curves(read, table: pd.DataFrame) -> pd.DataFrame:
+    """Each run's rank and loss series against optimiser steps (long form). ``read(name, file)``
+    returns a dvclive TSV of the experiment as a DataFrame."""
+    frames = []
+    for row in table.to_dict("records"):
+        factor = steps_per_epoch(row)
+        for series in SERIES:
+            tsv = read(row["experiment"], f"dvclive/train/plots/metrics/{series}.tsv")
+            frames.append(pd.DataFrame({"experiment": row["experiment"], "scheme": row["scheme"],
+                                        "step": (tsv["step"].to_numpy() + 1) * factor,
+                                        "series": series, "value": tsv[series].to_numpy()}))
+    if not frames:
+        return pd.DataFrame(columns=["experiment", "scheme", "step", "series", "value"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def verdict_lines(runs: pd.DataFrame) -> list[str]:
+    """One line per scheme: the rank at each threshold against the paper's number."""
+    lines = []
+    for row in runs.itertuples():
+        counts = "/".join(str(int(getattr(row, f"components_{t}"))) for t in THRESHOLDS)
+        where = f"{row.n_train:,} training images, {row.steps:,} steps, final loss {row.final_loss:.2g}, train accuracy {100 * row.train_accuracy:.1f}%"
+        paper = PAPER.get(row.scheme)
+        if row.scheme.startswith("Proposition 1"):
+            said = (f"numerical rank {int(row.numerical_rank)} (Proposition 1: at most 1): "
+                    + ("holds" if row.numerical_rank <= 1 else "does not hold"))
+        elif row.scheme.startswith("Appendix B"):
+            said = (f"numerical rank {int(row.numerical_rank)}, effective rank "
+                    f"{row.effective_rank:.1f} (Appendix B: towards 1 if run long)")
+        elif paper is None:
+            said = "not one of the paper's schemes (this project's default, for comparison)"
+        else:
+            met = [t for t in THRESHOLDS if getattr(row, f"components_{t}") <= paper]
+            said = (f"paper: {'rank 2' if paper == 2 else 'about 20 of 84'}; "
+                    + (f"reproduced at {', '.join(f'{t}%' for t in met)} of the variance"
+                       if met else "not reproduced at any of 90, 95, 99%"))
+        lines.append(f"- {row.scheme}: components for 90/95/99% of the variance {counts} "
+                     f"({where}); {said}.")
+    return lines
+
+
+def draw(curve: pd.DataFrame, out: Path) -> None:
+    fig, (rank, loss) = plt.subplots(1, 2, figsize=(13, 4.8))
+    styles = {"components_90": ":", "components_95": "--", "components_99": "-"}
+    for i, (name, group) in enumerate(curve.groupby("scheme", sort=True)):
+        colour = f"C{i}"
+        for series, style in styles.items():
+            part = group[group["series"] == series]
+            rank.plot(part["step"], part["value"], style, color=colour,
+                      label=name if series == "components_99" else None)
+        part = group[group["series"] == "loss"]
+        loss.plot(part["step"], part["value"], color=colour, label=name)
+    rank.axhline(2, color="black", lw=0.8)
+    rank.text(1, 2.5, "paper, GD with momentum: 2", fontsize=8)
+    rank.axhline(20, color="grey", lw=0.8)
+    rank.text(1, 21, "paper, Adam / batch norm: about 20", fontsize=8, color="grey")
+    rank.set(xscale="log", xlabel="optimiser steps", ylabel="principal components",
+             title="Components for 99% (solid), 95% (dashed), 90% (dotted)", ylim=(0, 85))
+    loss.set(xscale="log", yscale="log", xlabel="optimiser steps",
+             ylabel="training loss (epoch mean)", title="Training loss")
+    rank.legend(fontsize=7)
+    save_figure(fig, out)
+
+
+# --- the intervention --------------------------------------------------------------------------
+
+def variant(row) -> str:
+    if row.get("model.hidden_activation") == "tanh":
+        return "tanh"
+    if row.get("model.features_activation") == "linear" and row.get("model.features_init") == "zero":
+        return "rank_one"
+    return "standard"
+
+
+MATCH = 0.02  # clean accuracy within 2 points counts as matched, as the verdict's other rows
+MEASURES = ["clean_test_accuracy", "components_99", "numerical_rank", "margin_ratio",
+            *(f"{kind}_test_eps{r}" for kind in ("paper", "worst") for r in RADII),
+            "certified_test_eps0.5"]
+
+
+def intervention_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: pair, seed, variant and what is compared."""
+    out = table.copy()
+    out["variant"] = [variant(r) for r in out.to_dict("records")]
+    return out.reindex(columns=["experiment", "data.classes", "seed", "variant", *MEASURES,
+                                "cpu_capability", "torch_threads"])
+
+
+def intervention_tests(runs: pd.DataFrame) -> pd.DataFrame:
+    """Rank-one minus standard, paired by pair and seed: per radius and attack, the median
+    difference, how many pairs each way, Wilcoxon's p (ties: zero differences, dropped) and
+    Holm over the six tests."""
+    wide = runs[runs["variant"].isin(["standard", "rank_one"])].pivot_table(
+        index=["data.classes", "seed"], columns="variant",
+        values=[c for c in MEASURES if c in runs], aggfunc="first")
+    rows = []
+    for kind in ("paper", "worst"):
+        for r in RADII:
+            column = f"{kind}_test_eps{r}"
+            if (column, "rank_one") not in wide or (column, "standard") not in wide:
+                continue
+            d = (wide[(column, "rank_one")] - wide[(column, "standard")]).dropna().round(9)
+            nonzero = d[d != 0]
+            p = (float(stats.wilcoxon(nonzero).pvalue) if len(nonzero) >= 2 else math.nan)
+            rows.append({"attack": kind, "eps_255": r, "pairs": len(d),
+                         "median_difference": float(d.median()) if len(d) else math.nan,
+                         "rank_one_higher": int((d > 0).sum()), "standard_higher": int((d < 0).sum()),
+                         "ties": int((d == 0).sum()), "p_value": p,
+                         "smallest_possible_p": 2 * 0.5 ** len(nonzero) if len(nonzero) else math.nan})
+    tests = pd.DataFrame(rows)
+    if len(tests):
+        ok = tests["p_value"].notna()
+        tests["holm_p"] = math.nan
+        if ok.any():
+            tests.loc[ok, "holm_p"] = multipletests(tests.loc[ok, "p_value"], method="holm")[1]
+    return tests
+
+
+def intervention_summary(runs: pd.DataFrame, tests: pd.DataFrame) -> tuple[str, str]:
+    """(verdict, numbers) of the causal claim, for the verdict table and the docs."""
+    std, one = (runs[runs["variant"] == v] for v in ("standard", "rank_one"))
+    if std.empty or one.empty:
+        return "not run yet", "grids/intervention.yaml has not run"
+    merged = std.merge(one, on=["data.classes", "seed"], suffixes=("_std", "_one"))
+    gap = (merged["clean_test_accuracy_one"] - merged["clean_test_accuracy_std"]).abs()
+    matched = int((gap <= MATCH).sum())
+    parts, significant = [], []
+    for kind, label in (("paper", "paper's PGD"), ("worst", "worst case")):
+        rows = tests[tests["attack"] == kind]
+        cells = []
+        for row in rows.itertuples():
+            cells.append(f"{row.eps_255}/255 {100 * row.median_difference:+.1f} points "
+                         f"(rank one higher on {row.rank_one_higher} of {row.pairs}, Holm p "
+                         f"{'n/a' if math.isnan(row.holm_p) else f'{row.holm_p:.2g}'})")
+            if not math.isnan(row.holm_p) and row.holm_p < 0.05:
+                significant.append(row.median_difference)
+        parts.append(f"{label}: " + ", ".join(cells))
+    rank_one = one["numerical_rank"].dropna()
+    numbers = (f"{len(merged)} pair-seeds ({merged['data.classes'].nunique()} pairs); rank-one "
+               f"features (numerical rank {int(rank_one.max()) if len(rank_one) else 'n/a'}) against "
+               f"the standard model's {std['components_99'].median():.0f} components for 99%; clean "
+               f"accuracy within {100 * MATCH:.0f} points on {matched} of {len(merged)}; rank one minus "
+               f"standard, median over pair-seeds: " + "; ".join(parts))
+    if significant and all(d < 0 for d in significant):
+        verdict = "supported: the rank-one model is less robust"
+    elif significant and all(d > 0 for d in significant):
+        verdict = "refuted: the rank-one model is more robust"
+    elif significant:
+        verdict = "mixed: significant differences of both signs"
+    else:
+        verdict = "no difference detected"
+    return verdict, numbers
+
+
+def main(table: pd.DataFrame, out: Path, written: list, by: str, read=None) -> None:
+    """Write the record and figure of ``--by fig2`` or ``--by intervention`` beside ``out``."""
+    if table.empty:
+        raise DataError(f"--by {by}: no experiment to read")
+    if by == "fig2":
+        runs = runs_table(table)
+        curve = curves(read, runs)
+        runs.to_csv(out.with_name(f"{out.stem}_runs.csv"), index=False)
+        curve.to_csv(out.with_name(f"{out.stem}_curves.csv"), index=False)
+        draw(curve, out)
+        written += [out.with_name(f"{out.stem}_runs.csv"), out.with_name(f"{out.stem}_curves.csv"), out]
+        print("\n".join(verdict_lines(runs)))
+        return
+    runs = intervention_table(table)
+    tests = intervention_tests(runs)
+    runs.to_csv(out.with_name(f"{out.stem}_runs.csv"), index=False)
+    tests.to_csv(out.with_name(f"{out.stem}_tests.csv"), index=False)
+    draw_intervention(runs, out)
+    written += [out.with_name(f"{out.stem}_runs.csv"), out.with_name(f"{out.stem}_tests.csv"), out]
+    print(" — ".join(intervention_summary(runs, tests)))
+
+
+def draw_intervention(runs: pd.DataFrame, out: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, kind, title in zip(axes, ("paper", "worst"), ("the paper's PGD", "worst case")):
+        for i, (v, group) in enumerate(runs.groupby("variant")):
+            means = [group[f"{kind}_test_eps{r}"].mean() for r in RADII]
+            spread = np.array([[group[f"{kind}_test_eps{r}"].min(), group[f"{kind}_test_eps{r}"].max()]
+                               for r in RADII]).T
+            ax.errorbar(np.array(RADII) * (1 + 0.04 * i), means,
+                        yerr=[np.subtract(means, spread[0]), np.subtract(spread[1], means)],
+                        marker="o", capsize=3, label=v)
+        ax.set(xscale="log", xlabel="epsilon (Linf, /255)", title=f"Robust test accuracy, {title}")
+    axes[0].set_ylabel("robust accuracy (mean over pairs and seeds, range)")
+    axes[0].legend()
+    save_figure(fig, out)
