@@ -577,9 +577,14 @@ def main(table: pd.DataFrame, out: Path, written: list, by: list[str] | None = N
     pairs = class_pairs_table(runs)
     tests = paired_tests(pairs)
     image_tests = paired.image_tests(images, RADII)
-    models = one_per_model(table, identity)
+    # one point per model of the whole record (runs made elsewhere included), as the per-pair
+    # table and the mechanisms have; the budget check needs the experiments' full parameters,
+    # so where none are here its recorded table is kept
+    models = one_per_model(runs, [k for k in RUN_KEY if k in runs] + ["pairs.seed"])
     corr = correlations(models)
     budget = budget_check(table, identity)
+    if budget.empty and path["budget"].exists():
+        budget = pd.read_csv(path["budget"])
     draw(models, out)
     written.append(out)
     by_pair = out.with_name(f"{out.stem}_by_pair.png")
