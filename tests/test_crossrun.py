@@ -230,3 +230,14 @@ def test_mechanisms_within_pairs_and_with_difficulty_partialled_out_give_the_rev
     # the margin ratio is NaN for every differential model: no within-pair value, never a 0
     margin = table.loc[crossrun.MECHANISMS["margin_ratio"][0]]
     assert margin["within_pairs"] == 0 and math.isnan(margin["within_rho"])
+
+
+def test_the_tables_name_the_pairs_they_cover_and_those_that_remain():
+    import itertools
+    from difftrain.core.params import CIFAR10_CLASSES
+    every = ["/".join(p) for p in itertools.combinations(CIFAR10_CLASSES, 2)]
+    line = crossrun.coverage_line(pd.DataFrame({"classes": ["airplane/horse", "cat/dog"]}))
+    assert line.startswith("The record covers 2 of the 45 class pairs; not yet measured: ")
+    named = line.split(": ", 1)[1].rstrip(".").split(", ")
+    assert len(named) == 43 and "cat/dog" not in named and "airplane/automobile" in named
+    assert crossrun.coverage_line(pd.DataFrame({"classes": every})).endswith("(all of them).")

@@ -36,6 +36,7 @@ and all of them as Markdown in ``<stem>.md``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -49,7 +50,8 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 from statsmodels.stats.multitest import multipletests  # noqa: E402
 
-from difftrain.core.errors import DataError  # noqa: E402
+from difftrain.core.errors import DataError
+from difftrain.core.params import CIFAR10_CLASSES  # noqa: E402
 from difftrain.report import paired  # noqa: E402
 from difftrain.report.plots import save_figure  # noqa: E402
 
@@ -135,10 +137,19 @@ def provisional_line(pairs: pd.DataFrame) -> str:
                    "count as unflagged." if unknown else "")
 
 
+def coverage_line(pairs: pd.DataFrame) -> str:
+    """How many of CIFAR-10's 45 class pairs the record covers, and which remain."""
+    every = ["/".join(p) for p in itertools.combinations(CIFAR10_CLASSES, 2)]
+    have = set(pairs["classes"]) if "classes" in pairs else set()
+    missing = [p for p in every if p not in have]
+    return (f"The record covers {len(have)} of the {len(every)} class pairs"
+            + (f"; not yet measured: {', '.join(missing)}." if missing else " (all of them)."))
+
+
 def claims_section(pairs: pd.DataFrame) -> str:
     """The page's claim table, from the per-pair measures: a test holds the committed page to it."""
-    return (CLAIMS_HEADING + "\n\n" + provisional_line(pairs) + "\n\n"
-            + _md(claim_counts(pairs)))
+    return (CLAIMS_HEADING + "\n\n" + coverage_line(pairs) + " " + provisional_line(pairs)
+            + "\n\n" + _md(claim_counts(pairs)))
 
 
 CLAIMS_HEADING = "## Each claim, on how many pairs (of those that can check it)"
