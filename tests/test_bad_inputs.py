@@ -268,6 +268,8 @@ SETUPS = {
     "features-zero-init-relu": lambda w: _params(w, model={"batchnorm": False, "features_init": "zero"}),
     "full-batch-pairwise": lambda w: _params(w, **{"train.batch_size": "full"}),
     "batch-size-word": lambda w: _params(w, **{"train.batch_size": "ful"}),
+    "batchnorm-batch-of-one": lambda w: _params(w, loss="cross_entropy", model={"batchnorm": True},
+                                                **{"train.batch_size": 31}),
     "certify-tanh-hidden": lambda w: _params(w, model={"batchnorm": False, "hidden_activation": "tanh"}),
     "no-environment": lambda w: None,
     # issue 25: sources, artifacts and metrics checked for what they claim to be

@@ -203,3 +203,13 @@ def test_splits_are_written_byte_identically(image_folder):
     first = prepare(DataParams(root=str(image_folder)))[1]
     second = prepare(DataParams(root=str(image_folder)))[1]
     assert first["train"].to_bytes() == second["train"].to_bytes()
+
+
+def test_every_metrics_file_names_the_classes_and_which_is_label_0():
+    # reversed classes: horse is label 0 (the positive score), and the provenance every metrics
+    # file inherits says so (summary.json and attack.json used to leave it to prepare.json)
+    from difftrain.core.params import parse_params
+    from difftrain.core.provenance import data_provenance
+    params = parse_params({"data": {"classes": ["horse", "airplane"]}})
+    provenance = data_provenance(params, "batches", "abc")
+    assert provenance["classes"] == ["horse", "airplane"] and provenance["label_0"] == "horse"

@@ -175,6 +175,30 @@ def test_a_bad_grid_is_one_line_naming_the_run_and_the_key(tmp_path, spec, messa
     assert "\n" not in str(info.value)
 
 
+BOMB = "\n".join(["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+                 + [f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]"
+                    for p, c in zip("abcdefghi", "bcdefghij")])
+
+
+@pytest.mark.parametrize("text, message", [
+    (f"name: t\ndescription: {BOMB.replace(chr(10), ' ')}\ngrid: [{{seed: [0]}}]\n".encode(),
+     "not valid YAML|aliases"),
+    (("name: t\nfixed: {}\n" + BOMB + "\ngrid: [{seed: [0]}]\n").encode(), "line 4: aliases \\(\\*a\\)"),
+    (b"name: t\nfixed: {data.root: 2024-01-02}\ngrid: [{seed: [0]}]\n", "fixed: data.root: must be plain data .* got a date"),
+    (b"name: t\ngrid: [{data.root: [!!binary aGk=]}]\n", "must be plain data .* got a bytes"),
+    (b"name: t\ngrid: [{data.root: [!!set {a, b}]}]\n", "must be plain data .* got a (set|CommentedSet)"),
+    (b"name: t\ngrid: [{seed: [0]}]\ndescription: donn\xe9es\n", "line 3: not UTF-8 text \\(byte 0xe9\\)"),
+    (b"name: t\nfixed: {data.root: '${oc.env:HOME}/data'}\ngrid: [{seed: [0]}]\n", "interpolation is not allowed"),
+    (b"name: t\ngrid: [{data: [{classes: [cat, dog]}]}]\n", "grid block 1: data is a section of params.yaml; name its parameters \\(data.root"),
+])
+def test_a_hostile_grid_file_is_refused_in_one_line_before_anything_is_expanded(tmp_path, text, message):
+    path = tmp_path / "g.yaml"
+    path.write_bytes(text)
+    with pytest.raises(ParamsError, match=message) as info:
+        G.load(path, yaml.safe_load((REPO / "params.yaml").read_text()))
+    assert "\n" not in str(info.value)
+
+
 def test_the_same_run_from_two_blocks_is_one_experiment_and_names_hash_every_parameter():
     base = yaml.safe_load((REPO / "params.yaml").read_text())
     path = REPO / "grids" / "paper.yaml"

@@ -151,3 +151,14 @@ def test_rev_repeats_for_a_grid_run_at_several_commits(monkeypatch, tmp_path):
                         lambda repo, revs: asked.append(revs) or EXP_SHOW)
     study.main(["--all", "--rev", "abc", "--rev", "def", "--out", str(tmp_path / "s.png")])
     assert asked == [["abc", "def"]]
+
+
+def test_two_experiments_with_identical_parameters_and_seed_are_one_measurement_not_two_seeds():
+    table = pd.DataFrame([_row("b", "cross_entropy", 30, 0, 0.10), _row("a", "cross_entropy", 30, 0, 0.30),
+                          _row("c", "cross_entropy", 30, 1, 0.20)])
+    warnings = []
+    kept = study.once_per_setting(table, warnings.append)
+    assert sorted(kept["experiment"]) == ["a", "c"]  # the first by name of the two seed-0 runs
+    assert warnings == ["warning: b repeats the parameters and seed of a: counted once, as a"]
+    summary = study.aggregate(kept, ["loss"]).iloc[0]
+    assert summary["n_seeds"] == 2 and summary["seeds"] == "0 1"

@@ -373,18 +373,22 @@ def read_yaml(text: str, source: str):
         raise ParamsError(f"{source}:{where} not valid YAML: {problem}") from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"{path}: parameter file not found")
+def read_utf8(path: Path) -> str:
+    """A text file's content; bytes that are not UTF-8 are one line naming the file and line."""
     data = path.read_bytes()
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
         raise ParamsError(f"{path}: line {line}: not UTF-8 text (byte "
                           f"0x{data[exc.start]:02x}); save the file as UTF-8") from None
-    raw = read_yaml(text, str(path))
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: parameter file not found")
+    raw = read_yaml(read_utf8(path), str(path))
     if raw is None:
         raise ParamsError(f"{path}: the file is empty; it must hold the pipeline's parameters "
                           f"(restore it with `git checkout {path}`)")

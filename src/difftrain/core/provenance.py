@@ -31,10 +31,13 @@ PREPARED = Path("data/prepared/provenance.json")
 def data_provenance(params: Params, source: str, data_sha256: str) -> dict:
     """Written by prepare beside the splits: source, label, root and a hash of the prepared data.
 
-    It holds no code revision, so a commit that leaves the data unchanged reruns nothing.
+    It holds no code revision, so a commit that leaves the data unchanged reruns nothing. It
+    names the classes and which is label 0 (the positive score), so every metrics file says what
+    its numbers are about even where ``data.classes`` is not the default order.
     """
     return {"data_source": source, "data_label": data_label(params, source),
-            "data_root": params.data.root, "data_sha256": data_sha256}
+            "data_root": params.data.root, "data_sha256": data_sha256,
+            "classes": list(params.data.classes), "label_0": params.data.classes[0]}
 
 
 def _cpu_model() -> str:

@@ -211,7 +211,21 @@ def experiments(repo: str = ".", rev: str | list[str] | None = None, names: list
                             f"(see `dvc exp show`){said}")
     if not out:
         raise DataError("no finished difftrain experiments found (run `dvc exp show`)")
-    return pd.DataFrame(out)
+    return once_per_setting(pd.DataFrame(out), warn)
+
+
+def once_per_setting(table: pd.DataFrame, warn=print) -> pd.DataFrame:
+    """Experiments with identical parameters, seeds included, are one measurement (a rerun, or
+    one grid read at two commits), not two seeds: the first by name is kept, the others named."""
+    key = [k for k in PARAMS if k in table]
+    text = table[key].astype(str).agg("|".join, axis=1)
+    table = table.assign(_setting=text).sort_values("experiment", kind="stable")
+    for _, group in table.groupby("_setting", sort=False):
+        if len(group) > 1:
+            kept, *rest = group["experiment"]
+            warn(f"warning: {', '.join(rest)} repeat{'s' if len(rest) == 1 else ''} the parameters "
+                 f"and seed of {kept}: counted once, as {kept}")
+    return table.drop_duplicates("_setting").drop(columns="_setting").sort_index().reset_index(drop=True)
 
 
 def grouping(table: pd.DataFrame) -> list[str]:

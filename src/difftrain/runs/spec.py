@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from difftrain.core.errors import ParamsError
-from difftrain.core.params import parse_params, read_yaml
+from difftrain.core.params import parse_params, read_utf8, read_yaml
 
 GRID_KEYS = {"name", "description", "fixed", "grid"}
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
@@ -93,6 +93,57 @@ def run_name(grid: str, params: dict) -> str:
     return f"{grid}-{digest[:8]}"
 
 
+PLAIN = (str, int, float, bool, type(None))
+INTERPOLATION = re.compile(r"\$\{")
+
+
+def _no_aliases(text: str, path: Path) -> None:
+    """Refuse YAML aliases before anything is built: an alias bomb (nested aliases) of a few
+    hundred bytes expands to gigabytes, and a grid needs none (DVC's -S takes no alias)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+    from ruamel.yaml.events import AliasEvent
+
+    try:
+        for event in YAML(typ="safe").parse(text):
+            if isinstance(event, AliasEvent):
+                raise ParamsError(f"{path}: line {event.start_mark.line + 1}: aliases "
+                                  f"(*{event.anchor}) are not allowed in a grid file; write the "
+                                  f"value out")
+    except YAMLError:
+        return  # read_yaml names the syntax error
+
+
+def _plain(value, where: str):
+    """Plain data only (strings, numbers, booleans, null, lists, mappings with string keys):
+    what params.yaml holds and ``dvc exp run -S`` can set. A ``${...}`` would be resolved by DVC
+    in the worker's environment, so the run would use another value than the one validated."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ParamsError(f"{where}: key {key!r} must be a string")
+            _plain(item, f"{where}: {key}")
+    elif isinstance(value, list):
+        for item in value:
+            _plain(item, where)
+    elif not isinstance(value, PLAIN):
+        raise ParamsError(f"{where}: must be plain data (a string, number, boolean, list or "
+                          f"mapping); got a {type(value).__name__}")
+    elif isinstance(value, str) and INTERPOLATION.search(value):
+        raise ParamsError(f"{where}: ${{...}} interpolation is not allowed in a grid value (DVC "
+                          f"would resolve it on the worker, after validation); got {value!r}")
+
+
+def _leaf(key: str, base: dict, where: str) -> None:
+    """A grid key names one parameter: a whole section as a value would replace the section."""
+    node = base
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        raise ParamsError(f"{where}: {key} is a section of params.yaml; name its parameters "
+                          f"({', '.join(f'{key}.{k}' for k in list(node)[:3])}, ...)")
+
+
 def _mapping(value, where: str) -> dict:
     if not isinstance(value, dict):
         raise ParamsError(f"{where} must be a mapping of parameter: value; got {value!r}")
@@ -108,18 +159,23 @@ def load(path: str | Path, base_params: dict) -> Grid:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: grid file not found")
-    spec = read_yaml(path.read_text(encoding="utf-8"), str(path))
+    text = read_utf8(path)
+    _no_aliases(text, path)
+    spec = read_yaml(text, str(path))
     if not isinstance(spec, dict):
         raise ParamsError(f"{path}: expected a mapping with name, fixed and grid; got {spec!r}")
     unknown = sorted(set(spec) - GRID_KEYS)
     if unknown:
         raise ParamsError(f"{path}: {', '.join(unknown)} is not a grid key (allowed: "
                           f"{', '.join(sorted(GRID_KEYS))})")
+    _plain(spec, str(path))
     name = spec.get("name")
     if not isinstance(name, str) or not NAME.match(name):
         raise ParamsError(f"{path}: name must be lowercase letters, digits and dashes (it starts "
                           f"every experiment's name); got {name!r}")
     fixed = _mapping(spec.get("fixed") or {}, f"{path}: fixed")
+    for key in fixed:
+        _leaf(key, base_params, f"{path}: fixed")
     blocks = spec.get("grid")
     if not isinstance(blocks, list) or not blocks:
         raise ParamsError(f"{path}: grid must be a non-empty list of blocks of axes")
@@ -128,6 +184,7 @@ def load(path: str | Path, base_params: dict) -> Grid:
     for b, block in enumerate(blocks):
         block = _mapping(block, f"{path}: grid block {b + 1}")
         for key, values in block.items():
+            _leaf(key, base_params, f"{path}: grid block {b + 1}")
             if not isinstance(values, list) or not values:
                 raise ParamsError(f"{path}: grid block {b + 1}: {key} must be a non-empty list "
                                   f"of values; got {values!r}")

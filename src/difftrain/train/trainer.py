@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from difftrain.train import adversarial
 from difftrain.data import pairs
 from difftrain.data.cifar import Split, to_float
-from difftrain.core.errors import DivergenceError
+from difftrain.core.errors import DataError, DivergenceError
 from difftrain.core.labels import accuracy
 from difftrain.train.model import Net, extract_features, net_options
 from difftrain.train.objectives import OBJECTIVES, Objective
@@ -141,12 +141,24 @@ def train_epoch(model: Net, optimizer: torch.optim.Optimizer, objective: Objecti
     return total / steps
 
 
+def check_batches(params: Params, n: int) -> None:
+    """Batch norm in training mode needs two images a batch: a last batch of one would fail
+    deep in training (and a batch of one normalises every feature to 0), so refuse it first."""
+    size, name = ((params.train.chunk_size, "train.chunk_size") if params.train.batch_size == "full"
+                  else (params.train.batch_size, "train.batch_size"))
+    if size == 1 or n % size == 1:
+        raise DataError(f"{name} {size} leaves a batch of one image of the {n} training images, "
+                        f"which batch norm (model.batchnorm) cannot normalise; choose another size")
+
+
 def fit(params: Params, train: Split, test: Split, index: PairIndex | None = None,
         on_epoch: Callable[[EpochLog], None] | None = None, progress: bool = True) -> TrainResult:
     """Train the paper's network on ``train`` by ``params.loss``; evaluate on ``test`` each epoch."""
     objective = OBJECTIVES[params.loss]
     if objective.pairwise:
         pairs.check(index, train.labels, params.train.epochs, params.loss)
+    elif params.model.batchnorm:
+        check_batches(params, len(train.labels))
     device = resolve_device(params.device)
     seed_everything(params.seed)
     mean, std = channel_stats(train.images)
