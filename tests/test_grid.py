@@ -321,3 +321,61 @@ def test_a_node_removed_mid_run_loses_nothing_and_its_retry_is_recorded(project,
         if ray.is_initialized():
             ray.shutdown()
         cluster.shutdown()
+
+
+# --- one driver per grid, damaged state, what the cluster cannot give ------------------------
+
+def _engine(project):
+    from difftrain.runs.grid_engine import Engine
+    return Engine(project)
+
+
+def test_a_second_driver_is_refused_naming_the_first_and_a_dead_ones_lock_is_taken_over(project):
+    import socket
+    engine = _engine(project)
+    grid = G.load(write_grid(project, [{"seed": [0]}]), engine.base_params())
+    lock = project / ".grid" / "t.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "then"}))
+    with pytest.raises(Exception, match=f"grid t already has a driver: PID {os.getpid()} on "
+                                        f"{socket.gethostname()} since then"):
+        engine._acquire(grid)
+    # a driver that died (its PID is gone) left its lock and a scratch clone: taken over, removed
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    lock.write_text(json.dumps({"pid": int(dead), "host": socket.gethostname()}))
+    clone = project / ".scratch" / "grid" / "t.abc123"
+    clone.mkdir(parents=True)
+    assert engine.driver(grid) is None
+    taken = engine._acquire(grid)
+    assert json.loads(taken.read_text())["pid"] == os.getpid() and not clone.exists()
+    # and a damaged lock holds nobody
+    lock.write_text("{not json")
+    assert engine.driver(grid) is None
+
+
+def test_a_damaged_state_file_is_one_line_and_a_gone_driver_is_said(project, monkeypatch, capsys):
+    from difftrain.runs import grid_engine
+    engine = _engine(project)
+    grid = G.load(write_grid(project, [{"seed": [0, 1]}]), engine.base_params())
+    path = project / ".grid" / "t.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"commit": "')
+    assert engine._load_state(grid)["runs"] == {}
+    assert "t.json is damaged (JSONDecodeError); rebuilt from the remote's refs" in capsys.readouterr().err
+    engine._save_state(grid, {"commit": engine.commit,
+                              "runs": {grid.runs[0].name: {"status": "running", "attempts": []}}})
+    monkeypatch.setattr(grid_engine, "remote_experiments", lambda *a: set())
+    table = engine.status_table(grid)
+    assert f"{grid.runs[0].name}  driver gone" in table and f"{grid.runs[1].name}  pending" in table
+
+
+@pytest.mark.slow
+def test_gpus_the_cluster_lacks_are_refused_before_the_shared_stages(project):
+    result = run_grid(project, write_grid(project, [{"seed": [0]}]), "--gpus-per-run", "1")
+    assert result.returncode == 2
+    assert "--gpus-per-run 1: the cluster has 0 GPUs" in result.stderr
+    assert not (project / ".grid" / "t.lock").exists()  # released
+    assert "shared stages" not in result.stdout
+    negative = run_grid(project, write_grid(project, [{"seed": [0]}]), "--gpus-per-run", "-1")
+    assert negative.returncode == 2 and "--gpus-per-run must be 0 or more; got -1" in negative.stderr

@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
         value = getattr(args, option)
         if value is not None and value < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1; got {value}")
+    if args.gpus_per_run is not None and args.gpus_per_run < 0:
+        parser.error(f"--gpus-per-run must be 0 or more; got {args.gpus_per_run:g}")
 
     from difftrain.runs import grid_engine  # Ray loads only when a grid runs
 

@@ -24,9 +24,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 import functools
 
@@ -56,6 +58,16 @@ def _git(args: list[str], cwd: Path, check: bool = True) -> str:
 def _dvc(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([environment_tool("dvc"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def remote_experiments(git_url: str, commit: str, cwd: Path) -> set[str]:
@@ -115,9 +127,62 @@ class Engine:
         return self.repo / STATE / f"{grid.name}.json"
 
     def _load_state(self, grid: Grid) -> dict:
+        """The driver's record of the grid; a damaged one is said in one line and rebuilt (the
+        remote's refs, not this file, say which runs are done)."""
         path = self._state_path(grid)
-        state = json.loads(path.read_text()) if path.exists() else {}
+        try:
+            state = json.loads(path.read_text()) if path.exists() else {}
+            if not isinstance(state, dict) or not isinstance(state.get("runs", {}), dict):
+                raise ValueError("not a mapping of runs")
+        except (ValueError, UnicodeDecodeError) as exc:
+            print(f"warning: {path} is damaged ({type(exc).__name__}); rebuilt from the remote's "
+                  f"refs", file=sys.stderr)
+            state = {}
         return state if state.get("commit") == self.commit else {"commit": self.commit, "runs": {}}
+
+    # --- one driver per grid and repository --------------------------------------------------
+
+    def _lock_path(self, grid: Grid) -> Path:
+        return self.repo / STATE / f"{grid.name}.lock"
+
+    def driver(self, grid: Grid) -> dict | None:
+        """The live driver of this grid here (pid, host, started), or None: no lock, or a lock
+        whose process is gone (a driver on this host that died, or a damaged lock)."""
+        path = self._lock_path(grid)
+        try:
+            holder = json.loads(path.read_text())
+            pid, host = int(holder["pid"]), str(holder["host"])
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return None  # damaged: nobody can hold it
+        if host == socket.gethostname() and not _alive(pid):
+            return None
+        return holder
+
+    def _acquire(self, grid: Grid) -> Path:
+        """Take the grid's driver lock, or refuse naming the driver that holds it. A lock left
+        by a driver that died is taken over, and that driver's scratch clones are removed."""
+        path = self._lock_path(grid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        holder = self.driver(grid)
+        if holder is not None:
+            raise DifftrainError(f"grid {grid.name} already has a driver: PID {holder['pid']} on "
+                                 f"{holder['host']} since {holder.get('started', '?')}; wait for "
+                                 f"it or stop it (`difftrain grid status {grid.path}`)")
+        if path.exists():  # a dead driver's: its clones are of no use to anyone
+            path.unlink()
+            for folder in (self.repo / SCRATCH).glob(f"{grid.name}.*"):
+                shutil.rmtree(folder, ignore_errors=True)
+        mine = {"pid": os.getpid(), "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:  # another driver took it between the check and here
+            return self._acquire(grid)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(mine, handle)
+        return path
 
     def _save_state(self, grid: Grid, state: dict) -> None:
         path = self._state_path(grid)
@@ -133,11 +198,14 @@ class Engine:
         runs = self._load_state(grid)["runs"]
         lines = [f"{grid.path}: {len(grid.runs)} runs at commit {self.commit[:10]}, "
                  f"{sum(r.name in done for r in grid.runs)} done"]
+        alive = self.driver(grid) is not None
         for run in grid.runs:
             record = runs.get(run.name, {})
             status = "done" if run.name in done else record.get("status", "pending")
             if status == "done" and run.name not in done:
                 status = "lost"  # recorded done, but its ref is not on the remote
+            if status in ("queued", "running") and not alive:
+                status = "driver gone"  # rerun the grid: it resumes here
             lines.append(f"  {run.name}  {status:<8} attempts {len(record.get('attempts', []))}"
                          f"  {run.describe()}")
             if status == "failed" and record.get("log_tail"):
@@ -219,9 +287,16 @@ class Engine:
     def run(self, grid: Grid, address: str | None = None, workers: int | None = None,
             threads: int = 1, gpus: float | None = None, attempts: int = 3) -> bool:
         """Run every run not yet on the remote; True when every run of the grid is done."""
-        import ray
-
+        if gpus is not None and gpus < 0:
+            raise DifftrainError(f"--gpus-per-run must be 0 or more; got {gpus:g}")
         self._check_commit_on_remote()
+        lock = self._acquire(grid)
+        try:
+            return self._run_locked(grid, address, workers, threads, gpus, attempts)
+        finally:
+            lock.unlink(missing_ok=True)
+
+    def _run_locked(self, grid, address, workers, threads, gpus, attempts) -> bool:
         state = self._load_state(grid)
         done = remote_experiments(self.git_url, self.commit, self.repo)
         todo = [run for run in grid.runs if run.name not in done]
@@ -248,7 +323,6 @@ class Engine:
     def _run(self, grid, todo, state, scratch, address, workers, threads, gpus, attempts) -> bool:
         import ray
 
-        locks = self.shared_locks(grid, todo, scratch)
         address = address or os.environ.get("RAY_ADDRESS") or "local"
         init = {"address": address, "log_to_driver": False}
         if address == "local":  # an embedded cluster of this machine's cores
@@ -257,6 +331,15 @@ class Engine:
                         include_dashboard=False)
         ray.init(**init)
         try:
+            # what the cluster cannot give is refused before the shared stages run: a task
+            # asking for it would wait forever
+            resources = ray.cluster_resources()
+            for what, asked in (("GPU", gpus), ("CPU", threads)):
+                if asked and resources.get(what, 0) < asked:
+                    flag = "--gpus-per-run" if what == "GPU" else "--threads-per-run"
+                    raise DifftrainError(f"{flag} {asked:g}: the cluster has "
+                                         f"{resources.get(what, 0):g} {what}s")
+            locks = self.shared_locks(grid, todo, scratch)
             return self._dispatch(grid, todo, locks, state, scratch, threads, gpus, attempts)
         finally:
             ray.shutdown()
