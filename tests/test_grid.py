@@ -379,3 +379,20 @@ def test_gpus_the_cluster_lacks_are_refused_before_the_shared_stages(project):
     assert "shared stages" not in result.stdout
     negative = run_grid(project, write_grid(project, [{"seed": [0]}]), "--gpus-per-run", "-1")
     assert negative.returncode == 2 and "--gpus-per-run must be 0 or more; got -1" in negative.stderr
+
+
+def test_the_commit_must_be_on_the_runners_remote_and_uncommitted_params_are_said(project, capsys, tmp_path):
+    from difftrain.runs.grid_engine import Engine
+    other = tmp_path / "other.git"
+    sh("git", "init", "-q", "--bare", str(other), cwd=tmp_path)
+    git("remote", "add", "other", str(other), cwd=project)
+    (project / "notes.txt").write_text("x")
+    git("add", "notes.txt", cwd=project)
+    git("commit", "-qm", "later", cwd=project)
+    git("push", "-q", "other", "HEAD", cwd=project)  # on another remote only
+    with pytest.raises(Exception, match="is not on git remote 'origin'"):
+        Engine(project)._check_commit_on_remote()
+    git("push", "-q", "origin", "HEAD", cwd=project)
+    (project / "params.yaml").write_text((project / "params.yaml").read_text() + "\n# edited\n")
+    Engine(project)._check_commit_on_remote()
+    assert "warning: uncommitted changes to params.yaml: the runs use commit" in capsys.readouterr().err

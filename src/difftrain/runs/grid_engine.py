@@ -278,11 +278,20 @@ class Engine:
     # --- running ---------------------------------------------------------------------------
 
     def _check_commit_on_remote(self) -> None:
+        """The grid's commit must be on the remote the workers clone (another remote's branch
+        holding it is not enough); uncommitted changes to what the runs read are said."""
         _git(["fetch", "-q", self.git_remote], self.repo)
-        if not _git(["branch", "-r", "--contains", self.commit], self.repo):
+        if not _git(["branch", "-r", "--contains", self.commit, "--list", f"{self.git_remote}/*"],
+                    self.repo):
             raise DifftrainError(f"commit {self.commit[:10]} is not on git remote "
                                  f"{self.git_remote!r}: the workers clone it from there; push it "
                                  f"first (git push {self.git_remote})")
+        changed = _git(["status", "--porcelain", "--untracked-files=no", "--", "params.yaml",
+                        "dvc.yaml", "stages", "src"], self.repo, check=False)
+        if changed.strip():
+            files = ", ".join(line.split(maxsplit=1)[-1] for line in changed.splitlines()[:4])
+            print(f"warning: uncommitted changes to {files}: the runs use commit "
+                  f"{self.commit[:10]}, not these", file=sys.stderr)
 
     def run(self, grid: Grid, address: str | None = None, workers: int | None = None,
             threads: int = 1, gpus: float | None = None, attempts: int = 3) -> bool:
