@@ -75,6 +75,46 @@ def test_a_stage_killed_mid_run_leaves_nothing_finished_and_repro_recovers(tmp_p
     assert "up to date" in sh("dvc", "status", cwd=repo).lower()
 
 
+def _stage_processes(repo: Path) -> list[int]:
+    """PIDs of stage scripts running in ``repo`` (their working directory), from /proc."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.readlink(proc / "cwd") == str(repo) and b"stages/" in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_to_dvc_repro_ends_the_stage_and_leaves_nothing_half_written(tmp_path):
+    """DVC does not pass SIGTERM on to the stage it runs; the stage ends with its parent
+    (PR_SET_PDEATHSIG) and its SIGTERM handler lets the output writer clean up."""
+    repo = make_project(tmp_path / "project")
+    set_params(repo, loss="cross_entropy", train={"epochs": 100_000, "batch_size": 8, "lr": 0.001})
+    sh("dvc", "repro", "pairs", cwd=repo)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen(["dvc", "repro", "train"], cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((repo / "dvclive").glob(".train.*.tmp/plots/metrics/loss.tsv")):
+        assert time.monotonic() < deadline and proc.poll() is None, "training never started"
+        time.sleep(0.2)
+    assert _stage_processes(repo)
+    proc.send_signal(signal.SIGTERM)  # to dvc only, as `kill PID` or a CI timeout sends it
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while _stage_processes(repo):
+        assert time.monotonic() < deadline, f"stage still running: {_stage_processes(repo)}"
+        time.sleep(0.2)
+    assert not (repo / "models" / "model.safetensors").exists()
+    assert not (repo / "metrics" / "train.json").exists()
+    assert [str(p) for p in repo.rglob("*.tmp") if ".dvc" not in p.parts] == []
+
+
 @pytest.mark.ci  # heavy end-to-end: .ci/run runs it, make test does not
 def test_two_runs_give_byte_identical_outputs_except_timings_and_a_rerun_upstream_reruns_nothing(tmp_path):
     repo = make_project(tmp_path / "project")
