@@ -396,3 +396,24 @@ def test_the_commit_must_be_on_the_runners_remote_and_uncommitted_params_are_sai
     (project / "params.yaml").write_text((project / "params.yaml").read_text() + "\n# edited\n")
     Engine(project)._check_commit_on_remote()
     assert "warning: uncommitted changes to params.yaml: the runs use commit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["données/cifar", "C:\\\\data\\\\raw", "ends with \\\\", 'say "hi"',
+                                   'a\\\\"b', "it's", ["deer", "cheval é"], 3, 0.05, True, None])
+def test_dvc_reads_back_exactly_the_value_the_grid_validated(tmp_path, value):
+    # DVC applies `-S key=value` with this function (Hydra's grammar): what the run reads from
+    # params.yaml must be the value the grid validated and named the run after
+    from dvc.utils.hydra import apply_overrides
+    path = tmp_path / "params.yaml"
+    path.write_text("data:\n  root: x\n")
+    run = G.Run("t-0", {"data.root": value})
+    apply_overrides(str(path), [run.cli()[1]])
+    assert yaml.safe_load(path.read_text())["data"]["root"] == value
+
+
+def test_a_value_with_a_newline_is_refused(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "fixed": {"data.root": "two\nlines"},
+                                    "grid": [{"seed": [0]}]}))
+    with pytest.raises(ParamsError, match="a control character .* cannot be passed to dvc exp run -S"):
+        G.load(path, yaml.safe_load((REPO / "params.yaml").read_text()))

@@ -43,9 +43,10 @@ class Run:
     overrides: dict  # dotted key -> value, fixed ones first
 
     def cli(self) -> list[str]:
-        """The overrides as ``dvc exp run`` takes them: ``-S key=value``, values as YAML."""
+        """The overrides as ``dvc exp run`` takes them: ``-S key=value`` in the grammar DVC
+        parses them with (Hydra's), so that params.yaml reads back the value validated."""
         return [arg for key, value in self.overrides.items()
-                for arg in ("-S", f"{key}={json.dumps(value)}")]
+                for arg in ("-S", f"{key}={override_value(value)}")]
 
     def params(self, base: dict) -> dict:
         """params.yaml (``base``) with this run's overrides: what the run reads."""
@@ -61,6 +62,26 @@ class Grid:
     path: Path
     runs: list[Run] = field(default_factory=list)
     description: str = ""
+
+
+def override_value(value) -> str:
+    """A plain value in Hydra's override grammar. A string is double-quoted, with ``"`` escaped
+    and the backslashes before a quote or the end doubled (elsewhere Hydra keeps a backslash
+    as it is, and JSON's ``\\u00e9`` or ``\\n`` would arrive as those characters)."""
+    if isinstance(value, str):
+        out, run = [], 0
+        for char in value:
+            if char == "\\":
+                run += 1
+                continue
+            out.append("\\" * (run * 2 if char == '"' else run))
+            run = 0
+            out.append('\\"' if char == '"' else char)
+        out.append("\\" * (run * 2))
+        return '"' + "".join(out) + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(override_value(v) for v in value) + "]"
+    return json.dumps(value)  # numbers, booleans, null
 
 
 def _short(value) -> str:
@@ -132,6 +153,9 @@ def _plain(value, where: str):
     elif isinstance(value, str) and INTERPOLATION.search(value):
         raise ParamsError(f"{where}: ${{...}} interpolation is not allowed in a grid value (DVC "
                           f"would resolve it on the worker, after validation); got {value!r}")
+    elif isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ParamsError(f"{where}: a control character (newline, tab, ...) cannot be passed to "
+                          f"dvc exp run -S; got {value!r}")
 
 
 def _leaf(key: str, base: dict, where: str) -> None:
