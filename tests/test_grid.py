@@ -417,3 +417,18 @@ def test_a_value_with_a_newline_is_refused(tmp_path):
                                     "grid": [{"seed": [0]}]}))
     with pytest.raises(ParamsError, match="a control character .* cannot be passed to dvc exp run -S"):
         G.load(path, yaml.safe_load((REPO / "params.yaml").read_text()))
+
+
+def test_an_unreachable_address_fails_within_its_bound_naming_it():
+    import socket
+    from difftrain.runs.grid_engine import reachable
+    with socket.socket() as closed:  # a port nothing listens on: bound, then released
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(Exception, match=f"--address 127.0.0.1:{port}: no Ray cluster answered within 2 s"):
+        reachable(f"127.0.0.1:{port}", 2.0)
+    assert time.monotonic() - start < 5
+    with pytest.raises(Exception, match="expected host:port"):
+        reachable("nowhere", 2.0)
+    reachable("local", 2.0)  # the embedded cluster: nothing to reach

@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="CPUs each run asks for; also its torch threads (default 1)")
     parser.add_argument("--gpus-per-run", type=float, default=None,
                         help="GPUs each run asks for (default: 1 where the cluster has GPUs)")
+    parser.add_argument("--connect-timeout", type=float, default=30.0,
+                        help="seconds an --address must answer in (default 30)")
     parser.add_argument("--attempts", type=int, default=3,
                         help="attempts of a run lost with its worker (default 3)")
     parser.add_argument("--git-remote", default="origin", help="git remote runs clone and push to")
@@ -54,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
             for run in grid.runs:
                 print(f"  {run.name}  {run.describe()}")
             return
-        engine = grid_engine.Engine(Path(args.repo), args.git_remote, args.dvc_remote)
+        engine = grid_engine.Engine(Path(args.repo), args.git_remote, args.dvc_remote,
+                                    args.connect_timeout)
         grid = load(args.grid, engine.base_params())
         if args.command == "run":
             ok = engine.run(grid, address=args.address, workers=args.workers,

@@ -60,6 +60,22 @@ def _dvc(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Comp
                           capture_output=True, text=True)
 
 
+def reachable(address: str, timeout: float) -> None:
+    """A cluster address (host:port, or ray://host:port) must answer within ``timeout``
+    seconds: Ray itself retries an unreachable GCS for minutes without an error."""
+    if address in ("local", "auto"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise DifftrainError(f"--address {address}: expected host:port, local or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise DifftrainError(f"--address {address}: no Ray cluster answered within {timeout:g} s "
+                             f"({exc.strerror or type(exc).__name__}); check the address and "
+                             f"that `ray start --head` runs there") from None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -89,7 +105,8 @@ def commit_params(repo: Path, commit: str | None = None) -> tuple[str, dict]:
 class Engine:
     """The driver of a grid in one repository (``repo``): its commit, remotes and status."""
 
-    def __init__(self, repo: Path, git_remote: str = "origin", dvc_remote: str | None = None):
+    def __init__(self, repo: Path, git_remote: str = "origin", dvc_remote: str | None = None,
+                 connect_timeout: float = 30.0):
         self.repo = repo.resolve()
         self.commit = _git(["rev-parse", "HEAD"], self.repo)
         url = _git(["remote", "get-url", git_remote], self.repo, check=False)
@@ -100,6 +117,7 @@ class Engine:
         self.git_url = str(local.resolve()) if "://" not in url and ":" not in url.split("/")[0] \
             and local.exists() else url
         self.git_remote = git_remote
+        self.connect_timeout = connect_timeout
         self.dvc_remote = self._dvc_remote_url(dvc_remote)
 
     def _dvc_remote_url(self, name: str | None) -> str:
@@ -333,6 +351,7 @@ class Engine:
         import ray
 
         address = address or os.environ.get("RAY_ADDRESS") or "local"
+        reachable(address, self.connect_timeout)
         init = {"address": address, "log_to_driver": False}
         if address == "local":  # an embedded cluster of this machine's cores
             cores = os.cpu_count() or 1
