@@ -90,13 +90,16 @@ def _stage_processes(repo: Path) -> list[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_sigterm_to_dvc_repro_ends_the_stage_and_leaves_nothing_half_written(tmp_path):
+@pytest.mark.parametrize("shell", [s for s in ("/bin/sh", "/bin/bash") if Path(s).exists()])
+def test_sigterm_to_dvc_repro_ends_the_stage_and_leaves_nothing_half_written(tmp_path, shell):
     """DVC does not pass SIGTERM on to the stage it runs; the stage ends with its parent
-    (PR_SET_PDEATHSIG) and its SIGTERM handler lets the output writer clean up."""
+    (PR_SET_PDEATHSIG) and its SIGTERM handler lets the output writer clean up. DVC runs the
+    stage through $SHELL: bash execs it, dash (/bin/sh where SHELL is unset) stays in between."""
     repo = make_project(tmp_path / "project")
     set_params(repo, loss="cross_entropy", train={"epochs": 100_000, "batch_size": 8, "lr": 0.001})
     sh("dvc", "repro", "pairs", cwd=repo)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "SHELL": shell}
     proc = subprocess.Popen(["dvc", "repro", "train"], cwd=repo, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
