@@ -66,3 +66,22 @@ def test_a_flagged_run_makes_its_pair_provisional_and_out_of_the_counts(tmp_path
     assert f"{pair}." in page
     readme = (tmp_path / "README.md").read_text()
     assert f"across the {n - 1} class pairs" in readme
+
+
+def test_the_coverage_and_conclusion_lines_follow_the_tables():
+    pairs = pd.DataFrame({"classes": ["cat/dog", "airplane/horse", "deer/truck"], "seeds": [3, 3, 1],
+                          "ce_clean_test_accuracy": [0.68, 0.90, 0.97]})
+    line = pages.coverage_summary(pairs)
+    assert line.startswith("3 pairs have both losses (2 with 3 seeds, 1 with 1 seed)")
+    assert "from 68.0% (cat/dog) to 97.0% (deer/truck)" in line and "covers 3 of the 45" in line
+    tests = pd.DataFrame({
+        "attack": ["paper"] * 3 + ["worst"] * 3, "eps_255": [2, 4, 8] * 2, "pairs": [12] * 6,
+        "differential_higher": [4, 7, 11, 0, 6, 5],  # 6 of 12 is not "most"
+        "holm_p": [0.3, 0.2, 0.01, 0.003, 0.9, 0.04],
+        "median_difference": [-0.05, 0.05, 0.08, -0.1, 0.0, -0.01]})
+    paper, worst = pages.conclusion_summary(tests).splitlines()[1:]
+    assert paper == ("- the paper's PGD: differential is higher on most pairs at 4/255 (7 of 12), "
+                     "8/255 (11 of 12); after Holm's correction (5%) differential is more robust "
+                     "at 8/255 and CE at no radius.")
+    assert worst.endswith("most pairs at no radius; after Holm's correction (5%) differential is "
+                          "more robust at no radius and CE at 2/255, 8/255.")

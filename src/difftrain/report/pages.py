@@ -31,6 +31,7 @@ PER_PAIR, TESTS_CSV, PAGE = (FOLDER / "classpairs_per_pair.csv", FOLDER / "class
 BUDGET = FOLDER / "classpairs_budget.csv"
 RUNS, IMAGES, IMAGE_TESTS = (FOLDER / "classpairs_runs.csv", FOLDER / "classpairs_per_image.csv",
                              FOLDER / "classpairs_image_tests.csv")
+CORRELATIONS = FOLDER / "classpairs_correlations.csv"  # written by `difftrain study --by classes`
 STUDY_RUNS = Path("docs/figures/study_runs.csv")
 INTERVAL_RUNS = Path("docs/intervals/intervals_runs.csv")  # difftrain study EXP... --out docs/intervals/intervals.png
 FIG2_RUNS = Path("docs/fig2/fig2_runs.csv")  # difftrain study --by fig2
@@ -111,7 +112,13 @@ def pages(repo: Path) -> dict[Path, str]:
         intervention = fig2.intervention_summary(pd.read_csv(repo / INTERVENTION_RUNS),
                                                  pd.read_csv(repo / INTERVENTION_TESTS))
     interval_runs = _optional(repo / INTERVAL_RUNS)
-    blocks = {"classpairs-tests": tests_summary(tests),
+    correlations = _optional(repo / CORRELATIONS)
+    blocks = {"classpairs-coverage": coverage_summary(pairs),
+              "classpairs-tests": tests_summary(tests),
+              "classpairs-conclusion": conclusion_summary(tests),
+              "classpairs-correlations": (correlations_summary(correlations)
+                                          if correlations is not None else
+                                          "The study has not written its correlations yet.\n"),
               "classpairs-mechanisms": mechanisms_summary(crossrun.mechanisms_controlled(pairs)),
               "classpairs-images": images_summary(image_tests, pairs),
               "verdict": verdict.verdict_table(study, pairs, tests, fig2_runs, intervention),
@@ -135,6 +142,45 @@ def pages(repo: Path) -> dict[Path, str]:
             raise DataError(f"{path}: no <!-- generated: ... --> block to fill")
         out[repo / path] = BLOCK.sub(fill, text)
     return out
+
+
+def coverage_summary(pairs: pd.DataFrame) -> str:
+    """How many pairs have both losses, and the span of CE's clean test accuracy over them."""
+    ce = pairs.dropna(subset=["ce_clean_test_accuracy"])
+    if ce.empty:
+        return crossrun.coverage_line(pairs) + "\n"
+    lo, hi = ce.loc[ce["ce_clean_test_accuracy"].idxmin()], ce.loc[ce["ce_clean_test_accuracy"].idxmax()]
+    seeds = pairs["seeds"].astype(int).value_counts().sort_index(ascending=False)
+    spread = ", ".join(f"{n} with {k} seed{'s' if k > 1 else ''}" for k, n in seeds.items())
+    return (f"{len(pairs)} pairs have both losses ({spread}); CE clean test accuracy (seed mean) from "
+            f"{100 * lo['ce_clean_test_accuracy']:.1f}% ({lo['classes']}) to "
+            f"{100 * hi['ce_clean_test_accuracy']:.1f}% ({hi['classes']}). "
+            + crossrun.coverage_line(pairs) + " (`difftrain report`)\n")
+
+
+def conclusion_summary(tests: pd.DataFrame) -> str:
+    """Which across-pair differences survive Holm's correction, per attack, in words."""
+    lines = []
+    for kind, label in crossrun.ATTACKS.items():
+        rows = tests[tests["attack"] == kind]
+        up = [f"{r.eps_255}/255" for r in rows.itertuples() if r.holm_p < 0.05 and r.median_difference > 0]
+        down = [f"{r.eps_255}/255" for r in rows.itertuples() if r.holm_p < 0.05 and r.median_difference < 0]
+        most = [f"{r.eps_255}/255 ({r.differential_higher} of {r.pairs})" for r in rows.itertuples()
+                if r.differential_higher > r.pairs / 2]
+        lines.append(f"- {label}: differential is higher on most pairs at "
+                     + (", ".join(most) if most else "no radius")
+                     + "; after Holm's correction (5%) differential is more robust at "
+                     + (", ".join(up) if up else "no radius") + " and CE at "
+                     + (", ".join(down) if down else "no radius") + ".")
+    return ("In words (`difftrain report`, from the tests above):\n" + "\n".join(lines) + "\n")
+
+
+def correlations_summary(table: pd.DataFrame) -> str:
+    """Spearman's rho over every model of the record, as the study wrote it."""
+    lines = [f"- {row.label}: rho = {row.spearman_rho:+.2f} (p = {row.p_value:.2g}, {row.runs} "
+             f"models; the paper predicts {row.predicted_sign})" for row in table.itertuples()]
+    return (f"Over every model once (`difftrain study --by classes`, {CORRELATIONS}):\n"
+            + "\n".join(lines) + "\n")
 
 
 def images_summary(tests: pd.DataFrame, pairs: pd.DataFrame) -> str:
