@@ -17,7 +17,8 @@ def test_the_committed_pages_are_what_the_per_pair_csv_gives():
 
 def _copy(tmp_path):
     for path in (pages.RUNS, pages.IMAGES, pages.BUDGET, pages.STUDY_RUNS, pages.PAGE, *pages.QUOTING,
-                 pages.INTERVAL_RUNS, pages.FIG2_RUNS, pages.INTERVENTION_RUNS, pages.INTERVENTION_TESTS):
+                 pages.INTERVAL_RUNS, pages.FIG2_RUNS, pages.INTERVENTION_RUNS, pages.INTERVENTION_TESTS,
+                 pages.STUDY, pages.COMPARE, pages.CORRELATIONS):
         if (REPO / path).exists():
             (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / path, tmp_path / path)

@@ -8,7 +8,7 @@ fooling radius under the paper's PGD and the worst case, for the runs that kept 
 table, the across-pair tests and the per-image (McNemar) tests as CSVs, the claim, test,
 mechanism and per-image sections of ``docs/classpairs/classpairs.md``, and every block between
 ``<!-- generated: NAME -->`` and ``<!-- /generated -->`` in README.md and docs/classpairs.md
-(NAME: verdict, classpairs-tests, classpairs-mechanisms, classpairs-images, intervals, fig2,
+(NAME: verdict, classpairs-*, study-table, study-runs, study-findings, intervals, fig2,
 intervention), also in docs/results.md and docs/fig2.md. A record that does not exist yet (its
 grid has not run) makes its block say so. A file whose text would not change is not written.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from difftrain.core.errors import DataError
-from difftrain.report import crossrun, fig2, intervals, paired, verdict
+from difftrain.report import airplane_horse, crossrun, fig2, intervals, paired, verdict
 from difftrain.report.tables import read_table
 
 FOLDER = Path("docs/classpairs")
@@ -33,6 +33,7 @@ RUNS, IMAGES, IMAGE_TESTS = (FOLDER / "classpairs_runs.csv", FOLDER / "classpair
                              FOLDER / "classpairs_image_tests.csv")
 CORRELATIONS = FOLDER / "classpairs_correlations.csv"  # written by `difftrain study --by classes`
 STUDY_RUNS = Path("docs/figures/study_runs.csv")
+STUDY, COMPARE = Path("docs/figures/study.csv"), Path("docs/figures/compare.csv")  # difftrain study, compare
 INTERVAL_RUNS = Path("docs/intervals/intervals_runs.csv")  # difftrain study EXP... --out docs/intervals/intervals.png
 FIG2_RUNS = Path("docs/fig2/fig2_runs.csv")  # difftrain study --by fig2
 INTERVENTION_RUNS, INTERVENTION_TESTS = (Path("docs/intervention/intervention_runs.csv"),
@@ -113,7 +114,10 @@ def pages(repo: Path) -> dict[Path, str]:
                                                  pd.read_csv(repo / INTERVENTION_TESTS))
     interval_runs = _optional(repo / INTERVAL_RUNS)
     correlations = _optional(repo / CORRELATIONS)
-    blocks = {"classpairs-coverage": coverage_summary(pairs),
+    summary, compare = pd.read_csv(repo / STUDY), pd.read_csv(repo / COMPARE)
+    blocks = {"study-table": airplane_horse.study_table(summary, study),
+              "study-runs": airplane_horse.runs_table(compare, study),
+              "study-findings": airplane_horse.findings(summary, study, compare),"classpairs-coverage": coverage_summary(pairs),
               "classpairs-tests": tests_summary(tests),
               "classpairs-conclusion": conclusion_summary(tests),
               "classpairs-correlations": (correlations_summary(correlations)

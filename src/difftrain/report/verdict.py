@@ -50,7 +50,7 @@ def _cell(values: pd.Series, scale: float = 100, decimals: int = 1, unit: str = 
     return text
 
 
-def _above(a: pd.Series, b: pd.Series) -> bool:
+def above(a: pd.Series, b: pd.Series) -> bool:
     """a above b beyond the seeds: every seed of a above every seed of b."""
     a, b = a.dropna(), b.dropna()
     return bool(len(a) and len(b) and a.min() > b.max() + crossrun.TIE)
@@ -66,8 +66,8 @@ def _count(counts: pd.DataFrame, claim: str) -> str:
 def _robust_row(study, counts, split: str, eps: str) -> tuple[str, str]:
     """(verdict, numbers) of 'differential is more robust' on ``split`` at the study's radius."""
     ce, df = _runs(study, "cross_entropy"), _runs(study, "differential")
-    paper = _above(df[f"paper_{split}"], ce[f"paper_{split}"])
-    worst = _above(df[f"worst_{split}"], ce[f"worst_{split}"])
+    paper = above(df[f"paper_{split}"], ce[f"paper_{split}"])
+    worst = above(df[f"worst_{split}"], ce[f"worst_{split}"])
     verdict = ("reproduced under both attacks" if paper and worst else
                "reproduced under the paper's PGD; does not survive the worst case" if paper else
                "not reproduced under either attack" if not worst else
@@ -132,7 +132,7 @@ def verdict_table(study: pd.DataFrame, pairs: pd.DataFrame, tests: pd.DataFrame,
                  _count(counts, "similar_clean_accuracy")))
 
     ce_c, df_c = ce["components_99"], df["components_99"]
-    lower = _above(df_c, ce_c)
+    lower = above(df_c, ce_c)
     gd = None if fig2_runs is None else fig2_runs[fig2_runs["scheme"] == "full-batch GD with momentum"]
     gd_low = gd is not None and not gd.empty and int(gd.iloc[0]["components_90"]) <= PAPER_CE_COMPONENTS
     rows.append(("CE gives low-rank features (Fig. 2)",
@@ -152,7 +152,7 @@ def verdict_table(study: pd.DataFrame, pairs: pd.DataFrame, tests: pd.DataFrame,
                     if not math.isnan(r.margin_ratio))
     rows.append(("CE gives a poor margin (Theorem 1)",
                  "CE below the optimum; the comparison is n/a" if df_m.isna().all() and ce_m.max() < 1
-                 else "reproduced" if _above(df_m, ce_m) else "not reproduced",
+                 else "reproduced" if above(df_m, ce_m) else "not reproduced",
                  f"CE head at {_cell(ce_m, 1, 2, '')} of the SVM optimum at {EPOCHS} epochs{later}; "
                  f"differential {_cell(df_m, 1, 2, '')}"
                  + (" (its features are not linearly separable)" if df_m.isna().all() else ""),
@@ -166,7 +166,7 @@ def verdict_table(study: pd.DataFrame, pairs: pd.DataFrame, tests: pd.DataFrame,
 
     ce_l, df_l = ce["l2_test_median"], df["l2_test_median"]
     rows.append(("larger minimal L2 perturbations (Fig. 5)",
-                 "reproduced" if _above(df_l, ce_l) else "not reproduced",
+                 "reproduced" if above(df_l, ce_l) else "not reproduced",
                  f"median minimal L2 on test (worst of CW and FAB) {_cell(df_l, 1, 3, '')} vs CE "
                  f"{_cell(ce_l, 1, 3, '')}", "not measured per pair"))
 
