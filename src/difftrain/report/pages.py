@@ -127,7 +127,7 @@ def pages(repo: Path) -> dict[Path, str]:
               "classpairs-images": images_summary(image_tests, pairs),
               "verdict": verdict.verdict_table(study, pairs, tests, fig2_runs, intervention),
               "intervals": (intervals.table(interval_runs) if interval_runs is not None else
-                            "Not measured yet at the study-grade setting (grids/default-budget.yaml).\n"),
+                            "grids/intervals.yaml (the study-grade setting) has not run yet; each run's default-setting intervals are in its metrics/certify.json.\n"),
               "fig2": ("\n".join(fig2.verdict_lines(fig2_runs)) + "\n" if fig2_runs is not None
                        else "grids/fig2.yaml has not run yet.\n"),
               "intervention": (" ".join(intervention) + ".\n" if intervention is not None
