@@ -354,6 +354,32 @@ def test_a_second_driver_is_refused_naming_the_first_and_a_dead_ones_lock_is_tak
     assert engine.driver(grid) is None
 
 
+def test_each_shared_stage_is_made_once_per_setting_of_its_own_parameters(project, monkeypatch):
+    """theory reads no data: a grid over two class pairs and two seeds makes prepare twice and
+    theory once, and every run gets the entry of its own setting of each stage."""
+    spec = {"stages": {**DVC_YAML["stages"], "theory": {"cmd": "python prep.py", "params": ["theory"],
+                                                        "outs": ["plots/theory"]}}}
+    (project / "dvc.yaml").write_text(yaml.safe_dump(spec))
+    git("commit", "-qam", "a theory stage", cwd=project)
+    engine = _engine(project)
+    grid = G.load(write_grid(project, [{"seed": [0, 1], "data.classes": [["cat", "dog"], ["deer", "horse"]],
+                                        "theory.seed": [0]}]), engine.base_params())
+    made = []
+
+    def reproduce(run, stages, scratch):
+        params = run.params(engine.base_params())
+        made.append((tuple(stages), tuple(params["data"]["classes"])))
+        return {stages[0]: {"stage": stages[0], "classes": params["data"]["classes"]}}
+
+    monkeypatch.setattr(engine, "_reproduce_shared", reproduce)
+    locks = engine.shared_locks(grid, grid.runs, project / ".scratch")
+    assert sorted(s for s, _ in made) == [("prepare",), ("prepare",), ("theory",)]
+    for run in grid.runs:
+        classes = run.params(engine.base_params())["data"]["classes"]
+        assert locks[run.name]["prepare"]["classes"] == classes
+        assert set(locks[run.name]) == {"prepare", "theory"}
+
+
 def test_a_damaged_state_file_is_one_line_and_a_gone_driver_is_said(project, monkeypatch, capsys):
     from difftrain.runs import grid_engine
     engine = _engine(project)
@@ -376,7 +402,7 @@ def test_gpus_the_cluster_lacks_are_refused_before_the_shared_stages(project):
     assert result.returncode == 2
     assert "--gpus-per-run 1: the cluster has 0 GPUs" in result.stderr
     assert not (project / ".grid" / "t.lock").exists()  # released
-    assert "shared stages" not in result.stdout
+    assert "shared stage" not in result.stdout
     negative = run_grid(project, write_grid(project, [{"seed": [0]}]), "--gpus-per-run", "-1")
     assert negative.returncode == 2 and "--gpus-per-run must be 0 or more; got -1" in negative.stderr
 

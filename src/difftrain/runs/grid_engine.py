@@ -7,7 +7,7 @@ hold. The driver
 1. checks that the grid's commit (HEAD) is on the git remote, which the workers clone;
 2. lists the runs already on the git remote (their experiment refs at this commit) and skips
    them: a grid resumes after the driver dies and can span several sittings;
-3. reproduces the shared stages (``prepare``, ``theory``) once per distinct setting of their parameters in
+3. reproduces each shared stage (``prepare``, ``theory``) once per distinct setting of its parameters in
    a scratch clone beside the data, pushes their outputs and hands their lock entries to the
    workers, which therefore need no copy of CIFAR-10;
 4. submits one task per remaining run asking for ``threads`` CPUs (and a GPU where the cluster
@@ -242,25 +242,26 @@ class Engine:
         return json.dumps(picked, sort_keys=True)
 
     def shared_locks(self, grid: Grid, runs: list[Run], scratch: Path) -> dict[str, dict]:
-        """For each run, the lock entries of the shared stages: reproduced here once per distinct
-        setting of their parameters, in a scratch clone beside the data, and pushed."""
+        """For each run, the lock entries of the shared stages: each stage reproduced here once
+        per distinct setting of *its own* parameters (``theory`` reads no data, so one grid over
+        45 class pairs computes it once, not 45 times), in a scratch clone beside the data, and
+        pushed."""
         spec = yaml.safe_load(_git(["show", f"{self.commit}:dvc.yaml"], self.repo))
         stages = [s for s in SHARED_STAGES if s in spec.get("stages", {})]
-        if not stages:
-            return {run.name: {} for run in runs}
-        keys = sorted({p if isinstance(p, str) else next(iter(p))
-                       for s in stages for p in spec["stages"][s].get("params", [])})
         base = self.base_params()
-        by_key: dict[str, list[Run]] = {}
-        for run in runs:
-            by_key.setdefault(self._shared_key(run.params(base), keys), []).append(run)
-        locks = {}
-        for i, (key, members) in enumerate(by_key.items(), 1):
-            print(f"shared stages {', '.join(stages)} for {json.loads(key)} "
-                  f"({i}/{len(by_key)}, {len(members)} runs)", flush=True)
-            entries = self._reproduce_shared(members[0], stages, scratch)
-            for run in members:
-                locks[run.name] = entries
+        locks: dict[str, dict] = {run.name: {} for run in runs}
+        for stage in stages:
+            keys = sorted({p if isinstance(p, str) else next(iter(p))
+                           for p in spec["stages"][stage].get("params", [])})
+            by_key: dict[str, list[Run]] = {}
+            for run in runs:
+                by_key.setdefault(self._shared_key(run.params(base), keys), []).append(run)
+            for i, (key, members) in enumerate(by_key.items(), 1):
+                print(f"shared stage {stage} for {json.loads(key)} ({i}/{len(by_key)}, "
+                      f"{len(members)} runs)", flush=True)
+                entry = self._reproduce_shared(members[0], [stage], scratch)[stage]
+                for run in members:
+                    locks[run.name][stage] = entry
         return locks
 
     def _reproduce_shared(self, run: Run, stages: list[str], scratch: Path) -> dict:
