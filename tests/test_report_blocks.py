@@ -91,3 +91,14 @@ def test_the_intervention_verdict_follows_the_paired_tests():
     flat = intervention_runs([0.0] * 9)
     verdict, _ = fig2.intervention_summary(flat, fig2.intervention_tests(flat))
     assert verdict == "no difference detected"
+
+
+def test_the_rank_curves_are_drawn_against_optimiser_steps():
+    runs = fig2.runs_table(pd.DataFrame([
+        fig2_run({"train.batch_size": "full", "train.epochs": 50}, 2, 5, 30),
+        fig2_run({"train.epochs": 4}, 25, 40, 60)]))
+    tsv = {s: pd.DataFrame({"step": [0, 1], s: [10.0, 5.0]}) for s in fig2.SERIES}
+    curve = fig2.curves(lambda name, path: tsv[path.rsplit("/", 1)[1][:-4]], runs)
+    steps = curve[curve["series"] == "loss"].groupby("scheme")["step"].apply(list).to_dict()
+    # epochs 1 and 2: one step an epoch full-batch, ceil(2,000 / 128) = 16 mini-batch
+    assert steps == {"full-batch GD with momentum": [1, 2], "mini-batch SGD": [16, 32]}

@@ -35,7 +35,7 @@ from difftrain.report.plots import save_figure  # noqa: E402
 SERIES = ("components_90", "components_95", "components_99", "loss")
 THRESHOLDS = (90, 95, 99)
 PAPER = {"full-batch GD with momentum": 2, "Adam": 20, "SGD with batch norm": 20}
-RUN_COLUMNS = ["experiment", "scheme", "n_train", "steps", "final_loss", "train_accuracy",
+RUN_COLUMNS = ["experiment", "scheme", "n_train", "steps_per_epoch", "steps", "final_loss", "train_accuracy",
                "clean_test_accuracy", *(f"components_{t}" for t in THRESHOLDS), "numerical_rank",
                "effective_rank", "cpu_capability", "torch_threads"]
 
@@ -66,17 +66,19 @@ def runs_table(table: pd.DataFrame) -> pd.DataFrame:
     per_class = pd.to_numeric(out.get("data.n_train_per_class"), errors="coerce")
     out["n_train"] = (2 * per_class).fillna(10_000).astype(int)  # None: the whole split
     out["scheme"] = [scheme(r) for r in out.to_dict("records")]
-    out["steps"] = [int(r["train.epochs"]) * steps_per_epoch(r) for r in out.to_dict("records")]
+    out["steps_per_epoch"] = [steps_per_epoch(r) for r in out.to_dict("records")]
+    out["steps"] = out["train.epochs"].astype(int) * out["steps_per_epoch"]
     out["train_accuracy"] = out.get("clean_train_accuracy")
     return out.reindex(columns=RUN_COLUMNS).sort_values("scheme").reset_index(drop=True)
 
 
 def curves(read, table: pd.DataFrame) -> pd.DataFrame:
-    """Each run's rank and loss series against optimiser steps (long form). ``read(name, file)``
-    returns a dvclive TSV of the experiment as a DataFrame."""
+    """Each run's rank and loss series against optimiser steps (long form), from ``runs_table``'s
+    rows (dvclive's step is the epoch index). ``read(name, file)`` returns a dvclive TSV of the
+    experiment as a DataFrame."""
     frames = []
     for row in table.to_dict("records"):
-        factor = steps_per_epoch(row)
+        factor = int(row["steps_per_epoch"])
         for series in SERIES:
             tsv = read(row["experiment"], f"dvclive/train/plots/metrics/{series}.tsv")
             frames.append(pd.DataFrame({"experiment": row["experiment"], "scheme": row["scheme"],
