@@ -86,3 +86,12 @@ def test_the_coverage_and_conclusion_lines_follow_the_tables():
                      "at 8/255 and CE at no radius.")
     assert worst.endswith("most pairs at no radius; after Holm's correction (5%) differential is "
                           "more robust at no radius and CE at 2/255, 8/255.")
+
+
+def test_every_generated_marker_in_the_pages_is_a_block_the_report_fills():
+    for path in pages.QUOTING:
+        text = (REPO / path).read_text(encoding="utf-8")
+        markers = text.count("<!-- generated: ")
+        filled = [m.group(2) for m in pages.BLOCK.finditer(text)]
+        assert len(filled) == markers, f"{path}: {markers} markers, {len(filled)} blocks the report fills"
+        assert all(m.group(3).strip() for m in pages.BLOCK.finditer(text)), f"{path}: an empty block"

@@ -95,10 +95,34 @@ def test_the_intervention_verdict_follows_the_paired_tests():
 
 def test_the_rank_curves_are_drawn_against_optimiser_steps():
     runs = fig2.runs_table(pd.DataFrame([
-        fig2_run({"train.batch_size": "full", "train.epochs": 50}, 2, 5, 30),
-        fig2_run({"train.epochs": 4}, 25, 40, 60)]))
+        fig2_run({"train.batch_size": "full", "train.epochs": 50, "experiment": "gd"}, 2, 5, 30),
+        fig2_run({"train.epochs": 4, "experiment": "sgd"}, 25, 40, 60)]))
     tsv = {s: pd.DataFrame({"step": [0, 1], s: [10.0, 5.0]}) for s in fig2.SERIES}
     curve = fig2.curves(lambda name, path: tsv[path.rsplit("/", 1)[1][:-4]], runs)
     steps = curve[curve["series"] == "loss"].groupby("scheme")["step"].apply(list).to_dict()
     # epochs 1 and 2: one step an epoch full-batch, ceil(2,000 / 128) = 16 mini-batch
     assert steps == {"full-batch GD with momentum": [1, 2], "mini-batch SGD": [16, 32]}
+    first = fig2.with_first_rank(runs, curve).set_index("scheme")
+    assert first.loc["mini-batch SGD", "first_step"] == 16
+    assert first.loc["mini-batch SGD", "components_99_first"] == 10.0
+
+
+def test_appendix_b_says_whether_the_rank_fell_during_training():
+    run = fig2_run({"model.features_activation": "linear", "model.hidden_activation": "tanh",
+                    "train.batch_size": "full"}, 24, 36, 60, rank=84)
+    runs = fig2.runs_table(pd.DataFrame([run]))
+    for first, word in ((55, "not falling"), (70, "falling")):
+        runs["first_step"], runs["components_99_first"] = 25, first
+        line = fig2.verdict_lines(runs)[0]
+        assert f"components for 99% {first} at step 25, 60 at the end: {word} towards 1" in line
+
+
+def test_study_by_fig2_writes_into_a_folder_that_does_not_exist_yet(tmp_path, monkeypatch):
+    from difftrain.report import study
+    table = pd.DataFrame([fig2_run({"train.batch_size": "full"}, 2, 5, 30)])
+    tsv = {s: pd.DataFrame({"step": [0, 1], s: [10.0, 5.0]}) for s in fig2.SERIES}
+    monkeypatch.setattr(study, "experiments", lambda *a, **k: table)
+    monkeypatch.setattr(study, "dvc_table", lambda repo, name, path: tsv[path.rsplit("/", 1)[1][:-4]])
+    out = tmp_path / "docs" / "fig2" / "fig2.png"
+    study.main(["--all", "--by", "fig2", "--out", str(out)])
+    assert sorted(p.name for p in out.parent.iterdir()) == ["fig2.png", "fig2_curves.csv", "fig2_runs.csv"]

@@ -37,7 +37,8 @@ THRESHOLDS = (90, 95, 99)
 PAPER = {"full-batch GD with momentum": 2, "Adam": 20, "SGD with batch norm": 20}
 RUN_COLUMNS = ["experiment", "scheme", "n_train", "steps_per_epoch", "steps", "final_loss", "train_accuracy",
                "clean_test_accuracy", *(f"components_{t}" for t in THRESHOLDS), "numerical_rank",
-               "effective_rank", "cpu_capability", "torch_threads"]
+               "effective_rank", "first_step", "components_99_first", "cpu_capability",
+               "torch_threads"]
 
 
 def scheme(row) -> str:
@@ -89,6 +90,17 @@ def curves(read, table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def with_first_rank(runs: pd.DataFrame, curve: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with each run's first logged step and its components for 99% there, so that a
+    verdict can say whether the rank fell during training (Appendix B's claim)."""
+    first = (curve[curve["series"] == "components_99"].sort_values("step")
+             .groupby("experiment").first())
+    out = runs.copy()
+    out["first_step"] = out["experiment"].map(first["step"])
+    out["components_99_first"] = out["experiment"].map(first["value"])
+    return out
+
+
 def verdict_lines(runs: pd.DataFrame) -> list[str]:
     """One line per scheme: the rank at each threshold against the paper's number."""
     lines = []
@@ -100,8 +112,13 @@ def verdict_lines(runs: pd.DataFrame) -> list[str]:
             said = (f"numerical rank {int(row.numerical_rank)} (Proposition 1: at most 1): "
                     + ("holds" if row.numerical_rank <= 1 else "does not hold"))
         elif row.scheme.startswith("Appendix B"):
+            trend = ("" if pd.isna(row.components_99_first) else
+                     f"; components for 99% {int(row.components_99_first)} at step "
+                     f"{int(row.first_step):,}, {int(row.components_99)} at the end: "
+                     + ("falling" if row.components_99 < row.components_99_first else "not falling")
+                     + " towards 1 within this budget")
             said = (f"numerical rank {int(row.numerical_rank)}, effective rank "
-                    f"{row.effective_rank:.1f} (Appendix B: towards 1 if run long)")
+                    f"{row.effective_rank:.1f} (Appendix B: towards 1 if run long){trend}")
         elif paper is None:
             said = "not one of the paper's schemes (this project's default, for comparison)"
         else:
@@ -234,6 +251,7 @@ def main(table: pd.DataFrame, out: Path, written: list, by: str, read=None) -> N
     if by == "fig2":
         runs = runs_table(table)
         curve = curves(read, runs)
+        runs = with_first_rank(runs, curve)
         runs.to_csv(out.with_name(f"{out.stem}_runs.csv"), index=False)
         curve.to_csv(out.with_name(f"{out.stem}_curves.csv"), index=False)
         draw(curve, out)

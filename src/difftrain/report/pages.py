@@ -40,7 +40,7 @@ INTERVENTION_RUNS, INTERVENTION_TESTS = (Path("docs/intervention/intervention_ru
                                          Path("docs/intervention/intervention_tests.csv"))
 QUOTING = (Path("README.md"), Path("docs/classpairs.md"), Path("docs/results.md"),
            Path("docs/fig2.md"))
-BLOCK = re.compile(r"(<!-- generated: ([a-z-]+) -->\n)(.*?)(<!-- /generated -->)", re.S)
+BLOCK = re.compile(r"(<!-- generated: ([a-z0-9-]+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 
 
 def tests_summary(tests: pd.DataFrame) -> str:

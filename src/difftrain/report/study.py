@@ -350,6 +350,7 @@ def main(argv: list[str] | None = None) -> None:
     written = []
     try:
         check_figure_out(out)
+        out.parent.mkdir(parents=True, exist_ok=True)  # a new folder, as for the figure itself
         table = experiments(args.repo, args.rev, args.experiments or None,
                             warn=lambda line: print(line, file=sys.stderr))
         if args.by in ("fig2", "intervention"):
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except OSError as exc:
-        print(f"error: {exc.filename or out}: {exc.strerror}; written before it failed: "
+        print(f"error: {exc.filename or out}: {exc.strerror or exc}; written before it failed: "
               f"{', '.join(map(str, written)) or 'nothing'}", file=sys.stderr)
         sys.exit(2)
 
