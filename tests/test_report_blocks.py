@@ -91,6 +91,11 @@ def test_the_intervention_verdict_follows_the_paired_tests():
     flat = intervention_runs([0.0] * 9)
     verdict, _ = fig2.intervention_summary(flat, fig2.intervention_tests(flat))
     assert verdict == "no difference detected"
+    # 6 pair-seeds, one-sided: Wilcoxon's smallest p 2 / 2^6 = 0.031, times 6 tests in Holm's
+    # first step = 0.19: no outcome could reach 5%, so the verdict must not read as a finding
+    few = intervention_runs([-0.05] * 6)
+    verdict, _ = fig2.intervention_summary(few, fig2.intervention_tests(few))
+    assert verdict == "undecided: too few pair-seeds for any test to reach 5% after Holm"
 
 
 def test_the_rank_curves_are_drawn_against_optimiser_steps():

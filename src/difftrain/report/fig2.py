@@ -239,6 +239,11 @@ def intervention_summary(runs: pd.DataFrame, tests: pd.DataFrame) -> tuple[str, 
         verdict = "refuted: the rank-one model is more robust"
     elif significant:
         verdict = "mixed: significant differences of both signs"
+    elif (len(tests) and tests["smallest_possible_p"].notna().any()
+          and (tests["smallest_possible_p"].dropna() * len(tests) > 0.05).all()):
+        # Holm multiplies the smallest p by the number of tests: with this few pair-seeds no
+        # outcome, however one-sided, could reach 5%, so "no difference" would say nothing
+        verdict = "undecided: too few pair-seeds for any test to reach 5% after Holm"
     else:
         verdict = "no difference detected"
     return verdict, numbers

@@ -130,7 +130,7 @@ def pages(repo: Path) -> dict[Path, str]:
                             "grids/intervals.yaml (the study-grade setting) has not run yet; each run's default-setting intervals are in its metrics/certify.json.\n"),
               "fig2": ("\n".join(fig2.verdict_lines(fig2_runs)) + "\n" if fig2_runs is not None
                        else "grids/fig2.yaml has not run yet.\n"),
-              "intervention": (" ".join(intervention) + ".\n" if intervention is not None
+              "intervention": (": ".join(intervention) + ".\n" if intervention is not None
                                else "grids/intervention.yaml has not run yet.\n")}
 
     def fill(match):
