@@ -89,7 +89,7 @@ def test_main_writes_the_figure_and_three_tables(tmp_path, capsys):
     written = []
     crossrun.main(hand_made(), tmp_path / "classpairs.png", written)
     assert [p.name for p in written] == ["classpairs.png", "classpairs_by_pair.png",
-                                         "classpairs_runs.csv", "classpairs_per_image.csv",
+                                         "classpairs_runs.csv", "classpairs_per_image.csv.gz",
                                          "classpairs_per_pair.csv", "classpairs_tests.csv",
                                          "classpairs_correlations.csv", "classpairs_budget.csv",
                                          "classpairs_image_tests.csv", "classpairs.md"]

@@ -130,4 +130,4 @@ def test_study_by_fig2_writes_into_a_folder_that_does_not_exist_yet(tmp_path, mo
     monkeypatch.setattr(study, "dvc_table", lambda repo, name, path: tsv[path.rsplit("/", 1)[1][:-4]])
     out = tmp_path / "docs" / "fig2" / "fig2.png"
     study.main(["--all", "--by", "fig2", "--out", str(out)])
-    assert sorted(p.name for p in out.parent.iterdir()) == ["fig2.png", "fig2_curves.csv", "fig2_runs.csv"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["fig2.png", "fig2_curves.csv.gz", "fig2_runs.csv"]

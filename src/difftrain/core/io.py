@@ -280,3 +280,7 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+# gzip with a fixed header time, so the same table gives the same bytes (records committed to git)
+GZIP = {"method": "gzip", "mtime": 0}

@@ -51,6 +51,7 @@ from scipy import stats  # noqa: E402
 from statsmodels.stats.multitest import multipletests  # noqa: E402
 
 from difftrain.core.errors import DataError
+from difftrain.core.io import GZIP
 from difftrain.core.params import CIFAR10_CLASSES  # noqa: E402
 from difftrain.report import paired  # noqa: E402
 from difftrain.report.plots import save_figure  # noqa: E402
@@ -566,13 +567,14 @@ def main(table: pd.DataFrame, out: Path, written: list, by: list[str] | None = N
     ``identity``: every parameter column (both from the study); ``images_of``: names -> their
     per-image outcomes (``paired.IMAGE_COLUMNS`` less the run's parameters).
 
-    The record beside ``out`` (``<stem>_runs.csv``, ``<stem>_per_image.csv``) is read first and
+    The record beside ``out`` (``<stem>_runs.csv``, ``<stem>_per_image.csv.gz``) is read first and
     kept for every run the experiments here do not repeat, so results made on another machine
     stay in the verdict when their experiments are gone."""
     by, identity = by or [], identity or []
     chosen, note = select_setting(table, by)
     path = {suffix: out.with_name(f"{out.stem}_{suffix}.csv") for suffix in
-            ("runs", "per_image", "per_pair", "tests", "correlations", "budget", "image_tests")}
+            ("runs", "per_pair", "tests", "correlations", "budget", "image_tests")}
+    path["per_image"] = out.with_name(f"{out.stem}_per_image.csv.gz")  # one row an image: compressed
     recorded = pd.read_csv(path["runs"]) if path["runs"].exists() else None
     runs = run_records(chosen, recorded)
     images = pd.DataFrame(columns=paired.IMAGE_COLUMNS)
@@ -604,7 +606,7 @@ def main(table: pd.DataFrame, out: Path, written: list, by: list[str] | None = N
     for suffix, frame in (("runs", runs), ("per_image", images), ("per_pair", pairs),
                           ("tests", tests), ("correlations", corr), ("budget", budget),
                           ("image_tests", image_tests)):
-        frame.to_csv(path[suffix], index=False)
+        frame.to_csv(path[suffix], index=False, compression=GZIP if suffix == "per_image" else None)
         written.append(path[suffix])
     sections = [f"Runs: {len(runs)} in the record ({len(table)} experiments read here, "
                 f"{len(models)} models); {note or 'one setting'}.",

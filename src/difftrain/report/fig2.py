@@ -29,6 +29,7 @@ from scipy import stats  # noqa: E402
 from statsmodels.stats.multitest import multipletests  # noqa: E402
 
 from difftrain.core.errors import DataError  # noqa: E402
+from difftrain.core.io import GZIP  # noqa: E402
 from difftrain.report.crossrun import RADII  # noqa: E402
 from difftrain.report.plots import save_figure  # noqa: E402
 
@@ -258,9 +259,9 @@ def main(table: pd.DataFrame, out: Path, written: list, by: str, read=None) -> N
         curve = curves(read, runs)
         runs = with_first_rank(runs, curve)
         runs.to_csv(out.with_name(f"{out.stem}_runs.csv"), index=False)
-        curve.to_csv(out.with_name(f"{out.stem}_curves.csv"), index=False)
+        curve.to_csv(out.with_name(f"{out.stem}_curves.csv.gz"), index=False, compression=GZIP)
         draw(curve, out)
-        written += [out.with_name(f"{out.stem}_runs.csv"), out.with_name(f"{out.stem}_curves.csv"), out]
+        written += [out.with_name(f"{out.stem}_runs.csv"), out.with_name(f"{out.stem}_curves.csv.gz"), out]
         print("\n".join(verdict_lines(runs)))
         return
     runs = intervention_table(table)

@@ -2,7 +2,7 @@
 the committed record the study writes from the experiments, so no number there is typed by hand.
 
 The record: ``docs/classpairs/classpairs_runs.csv`` (one row per class-pair run, every seed, kept
-across machines), ``docs/classpairs/classpairs_per_image.csv`` (each attacked image's smallest
+across machines), ``docs/classpairs/classpairs_per_image.csv.gz`` (each attacked image's smallest
 fooling radius under the paper's PGD and the worst case, for the runs that kept it) and
 ``docs/figures/study_runs.csv`` (the airplane/horse study). From them it writes the per-pair
 table, the across-pair tests and the per-image (McNemar) tests as CSVs, the claim, test,
@@ -29,7 +29,7 @@ FOLDER = Path("docs/classpairs")
 PER_PAIR, TESTS_CSV, PAGE = (FOLDER / "classpairs_per_pair.csv", FOLDER / "classpairs_tests.csv",
                              FOLDER / "classpairs.md")
 BUDGET = FOLDER / "classpairs_budget.csv"
-RUNS, IMAGES, IMAGE_TESTS = (FOLDER / "classpairs_runs.csv", FOLDER / "classpairs_per_image.csv",
+RUNS, IMAGES, IMAGE_TESTS = (FOLDER / "classpairs_runs.csv", FOLDER / "classpairs_per_image.csv.gz",
                              FOLDER / "classpairs_image_tests.csv")
 CORRELATIONS = FOLDER / "classpairs_correlations.csv"  # written by `difftrain study --by classes`
 STUDY_RUNS = Path("docs/figures/study_runs.csv")
