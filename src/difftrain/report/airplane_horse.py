@@ -71,7 +71,10 @@ def _v(row, column: str, scale: float = 100, decimals: int = 1, unit: str = "%")
     if row is None:
         return "not run"
     text = study_mod.cell(row, column, scale, decimals)
-    return text if text == "n/a" else text.replace(" (", f"{unit} (", 1) if "(" in text else text + unit
+    if text == "n/a":
+        return text
+    mean, _, spread = text.partition(" (")  # "mean" or "mean (low-high)"
+    return f"{mean}{unit}" + (f" ({spread}" if spread else "")
 
 
 def _seeds(runs: pd.DataFrame, loss: str, epochs: int, column: str, adversarial: float = 0.0):
