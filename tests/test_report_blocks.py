@@ -131,3 +131,30 @@ def test_study_by_fig2_writes_into_a_folder_that_does_not_exist_yet(tmp_path, mo
     out = tmp_path / "docs" / "fig2" / "fig2.png"
     study.main(["--all", "--by", "fig2", "--out", str(out)])
     assert sorted(p.name for p in out.parent.iterdir()) == ["fig2.png", "fig2_curves.csv.gz", "fig2_runs.csv"]
+
+
+def pair_run(pair, loss, certified, worst):
+    row = interval_run(loss, 0, [certified, 0, 0, 0, 0], [worst, 0.5, 0.3, 0.1, 0.0])
+    row["data.classes"] = pair
+    return row
+
+
+def test_per_pair_certificates_separate_the_losses_only_above_the_other_models_worst_case():
+    runs = pd.DataFrame([
+        pair_run("cat/dog", "cross_entropy", 0.30, 0.60), pair_run("cat/dog", "differential", 0.65, 0.80),
+        pair_run("deer/truck", "cross_entropy", 0.70, 0.95), pair_run("deer/truck", "differential", 0.50, 0.69),
+        pair_run("airplane/horse", "cross_entropy", 0.40, 0.90), pair_run("airplane/horse", "differential", 0.30, 0.90),
+        pair_run("bird/cat", "cross_entropy", 0.40, 0.90)])  # no differential run: left out
+    text = intervals.pairs_table(runs)
+    # cat/dog: differential certifies 65% > CE's worst 60%; deer/truck: CE certifies 70% > 69%
+    assert "| cat/dog | [30.0, 60.0] | [65.0, 80.0] | 30.0 | 15.0 | differential more robust |" in text
+    assert "| deer/truck | [70.0, 95.0] | [50.0, 69.0] | 25.0 | 19.0 | CE more robust |" in text
+    assert "| airplane/horse | [40.0, 90.0] | [30.0, 90.0] | 50.0 | 60.0 | no |" in text
+    assert "Left out, without both losses: bird/cat." in text
+    assert "CROWN decided 21 of 70 attempts" in text  # 7 runs x 3 of 10
+    assert ("of 3 class pairs, differential training is certifiably more robust on cat/dog and "
+            "less robust on deer/truck") in intervals.pairs_answer(runs)
+    # equal numbers do not separate: certified == the other's worst case
+    tie = pd.DataFrame([pair_run("cat/dog", "cross_entropy", 0.30, 0.60),
+                        pair_run("cat/dog", "differential", 0.60, 0.80)])
+    assert intervals.pairs_answer(tie).startswith("On none of the 1 class pairs")

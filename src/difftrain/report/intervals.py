@@ -1,7 +1,8 @@
-"""The certified intervals the README quotes, from the record ``difftrain study`` writes of the
-study-grade certify runs (grids/default-budget.yaml's CE, differential and positive control):
-robust accuracy on test as ``[certified, worst case]`` at each radius, where each closes, what
-each bound decided and cost, and whether a certificate separates the two losses anywhere."""
+"""The certified intervals the README quotes, from the records ``difftrain study`` writes of the
+study-grade certify runs: robust accuracy on test as ``[certified, worst case]`` at each radius
+for grids/intervals.yaml's CE, differential and positive control (where each closes, what each
+bound decided and cost), the same at 0.5/255 per class pair (grids/classpairs-certify.yaml), and
+whether a certificate separates the two losses anywhere."""
 
 from __future__ import annotations
 
@@ -74,3 +75,71 @@ def separation(runs: pd.DataFrame) -> str:
         parts.append(f"less robust at {', '.join(f'{r:g}' for r in less)}/255")
     return ("Is differential training certifiably more or less robust than CE? Certifiably "
             + " and ".join(parts) + " (its certified accuracy above the other's worst case).")
+
+
+PAIR_RADIUS = 0.5  # the radius grids/classpairs-certify.yaml runs CROWN and alpha-CROWN at
+
+
+def _interval(row, r: float) -> str:
+    return f"[{_pct(row[f'certified_test_eps{r:g}'])}, {_pct(row[f'certify_worst_test_eps{r:g}'])}]"
+
+
+def _separates(ce, df, r: float) -> tuple[bool, bool]:
+    """(differential certifiably more robust, certifiably less robust) than CE at radius ``r``:
+    one model's certified accuracy above the other's worst case on the same images. A missing
+    (nan) number separates nothing."""
+    return (df[f"certified_test_eps{r:g}"] > ce[f"certify_worst_test_eps{r:g}"],
+            ce[f"certified_test_eps{r:g}"] > df[f"certify_worst_test_eps{r:g}"])
+
+
+def _pairs(runs: pd.DataFrame):
+    """(pair, CE row, differential row) for each pair with both losses, and the pairs without."""
+    both, missing = [], []
+    for pair, group in runs.groupby("data.classes", sort=True):
+        by = {model(row): row for row in group.to_dict("records")}
+        if "CE" in by and "differential" in by:
+            both.append((pair, by["CE"], by["differential"]))
+        else:
+            missing.append(pair)
+    return both, missing
+
+
+def pairs_answer(runs: pd.DataFrame) -> str:
+    """One line: on which pairs a certificate at 0.5/255 separates the losses, and which way."""
+    r, (both, _) = PAIR_RADIUS, _pairs(runs)
+    more = [pair for pair, ce, df in both if _separates(ce, df, r)[0]]
+    less = [pair for pair, ce, df in both if _separates(ce, df, r)[1]]
+    if not more and not less:
+        return (f"On none of the {len(both)} class pairs certified at {r:g}/255 does a certificate "
+                "separate the losses: each model's certified accuracy stays at or below the "
+                "other's worst case.")
+    parts = [f"more robust on {', '.join(more)}" if more else "",
+             f"less robust on {', '.join(less)}" if less else ""]
+    return (f"At {r:g}/255, of {len(both)} class pairs, differential training is certifiably "
+            + " and ".join(p for p in parts if p)
+            + " (one model's certified accuracy above the other's worst case).")
+
+
+def pairs_table(runs: pd.DataFrame) -> str:
+    """Per class pair, both losses' ``[certified, worst case]`` at 0.5/255 on the attacked test
+    images (Markdown), what the bounds decided, then ``pairs_answer``."""
+    r, (both, missing) = PAIR_RADIUS, _pairs(runs)
+    lines = [f"| pair | CE at {r:g}/255 | differential at {r:g}/255 | CE width | differential width "
+             "| a certificate separates them |", "|" + " --- |" * 6]
+    for pair, ce, df in both:
+        up, down = _separates(ce, df, r)
+        width = [_pct(row[f"certify_worst_test_eps{r:g}"] - row[f"certified_test_eps{r:g}"])
+                 for row in (ce, df)]
+        lines.append(f"| {pair} | {_interval(ce, r)} | {_interval(df, r)} | {width[0]} | {width[1]} | "
+                     + ("differential more robust" if up else "CE more robust" if down else "no") + " |")
+    tried = {m: int(runs[f"certify_{m}_tried"].sum()) for m in ("crown", "alpha_crown")}
+    decided = {m: int(runs[f"certify_{m}_decided"].sum()) for m in ("crown", "alpha_crown")}
+    notes = (f"Over the {len(runs)} runs: CROWN decided {decided['crown']} of {tried['crown']} "
+             f"attempts, alpha-CROWN {decided['alpha_crown']} of the {tried['alpha_crown']} CROWN "
+             f"left; unstable ReLUs after CROWN at {r:g}/255, median of the runs' medians "
+             f"{_num(runs['certify_unstable_eps0_5'].median())}; certified but fooled "
+             f"{_num(runs['certified_but_fooled'].sum())}, bounds above a point found "
+             f"{_num(runs['bound_violations'].sum())}.")
+    if missing:
+        notes += f" Left out, without both losses: {', '.join(missing)}."
+    return "\n".join(lines) + "\n\n" + notes + "\n\n" + pairs_answer(runs) + "\n"

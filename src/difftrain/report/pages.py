@@ -8,7 +8,7 @@ fooling radius under the paper's PGD and the worst case, for the runs that kept 
 table, the across-pair tests and the per-image (McNemar) tests as CSVs, the claim, test,
 mechanism and per-image sections of ``docs/classpairs/classpairs.md``, and every block between
 ``<!-- generated: NAME -->`` and ``<!-- /generated -->`` in README.md and docs/classpairs.md
-(NAME: verdict, classpairs-*, study-table, study-runs, study-findings, intervals, fig2,
+(NAME: verdict, classpairs-*, study-table, study-runs, study-findings, intervals, intervals-pairs, fig2,
 intervention), also in docs/results.md and docs/fig2.md. A record that does not exist yet (its
 grid has not run) makes its block say so. A file whose text would not change is not written.
 """
@@ -35,6 +35,7 @@ CORRELATIONS = FOLDER / "classpairs_correlations.csv"  # written by `difftrain s
 STUDY_RUNS = Path("docs/figures/study_runs.csv")
 STUDY, COMPARE = Path("docs/figures/study.csv"), Path("docs/figures/compare.csv")  # difftrain study, compare
 INTERVAL_RUNS = Path("docs/intervals/intervals_runs.csv")  # difftrain study EXP... --out docs/intervals/intervals.png
+PAIR_CERTIFY_RUNS = Path("docs/intervals/pairs_runs.csv")  # difftrain study EXP... --out docs/intervals/pairs.png
 FIG2_RUNS = Path("docs/fig2/fig2_runs.csv")  # difftrain study --by fig2
 INTERVENTION_RUNS, INTERVENTION_TESTS = (Path("docs/intervention/intervention_runs.csv"),
                                          Path("docs/intervention/intervention_tests.csv"))
@@ -113,6 +114,7 @@ def pages(repo: Path) -> dict[Path, str]:
         intervention = fig2.intervention_summary(pd.read_csv(repo / INTERVENTION_RUNS),
                                                  pd.read_csv(repo / INTERVENTION_TESTS))
     interval_runs = _optional(repo / INTERVAL_RUNS)
+    pair_certify = _optional(repo / PAIR_CERTIFY_RUNS)
     correlations = _optional(repo / CORRELATIONS)
     summary, compare = pd.read_csv(repo / STUDY), pd.read_csv(repo / COMPARE)
     blocks = {"study-table": airplane_horse.study_table(summary, study),
@@ -126,8 +128,12 @@ def pages(repo: Path) -> dict[Path, str]:
               "classpairs-mechanisms": mechanisms_summary(crossrun.mechanisms_controlled(pairs)),
               "classpairs-images": images_summary(image_tests, pairs),
               "verdict": verdict.verdict_table(study, pairs, tests, fig2_runs, intervention),
-              "intervals": (intervals.table(interval_runs) if interval_runs is not None else
-                            "grids/intervals.yaml (the study-grade setting) has not run yet; each run's default-setting intervals are in its metrics/certify.json.\n"),
+              "intervals": ((intervals.table(interval_runs) if interval_runs is not None else
+                             "grids/intervals.yaml (the study-grade setting) has not run yet; each run's default-setting intervals are in its metrics/certify.json.\n")
+                            + ("\n" + intervals.pairs_answer(pair_certify) + "\n"
+                               if pair_certify is not None else "")),
+              "intervals-pairs": (intervals.pairs_table(pair_certify) if pair_certify is not None
+                                  else "grids/classpairs-certify.yaml has not run yet.\n"),
               "fig2": ("\n".join(fig2.verdict_lines(fig2_runs)) + "\n" if fig2_runs is not None
                        else "grids/fig2.yaml has not run yet.\n"),
               "intervention": (": ".join(intervention) + ".\n" if intervention is not None
