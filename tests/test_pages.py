@@ -23,7 +23,7 @@ def _pairs_with_both_losses(runs):
 def _copy(tmp_path):
     for path in (pages.RUNS, pages.IMAGES, pages.BUDGET, pages.STUDY_RUNS, pages.PAGE, *pages.QUOTING,
                  pages.INTERVAL_RUNS, pages.FIG2_RUNS, pages.INTERVENTION_RUNS, pages.INTERVENTION_TESTS,
-                 pages.STUDY, pages.COMPARE, pages.CORRELATIONS):
+                 pages.STUDY, pages.COMPARE, pages.CORRELATIONS, pages.PAIR_CERTIFY_RUNS):
         if (REPO / path).exists():
             (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / path, tmp_path / path)

@@ -6,7 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from difftrain.report import fig2, intervals
+from difftrain.core.errors import DataError
+from difftrain.report import fig2, intervals, theory
 
 
 def interval_run(loss, adversarial, certified, worst, closed="0/64"):
@@ -158,3 +159,36 @@ def test_per_pair_certificates_separate_the_losses_only_above_the_other_models_w
     tie = pd.DataFrame([pair_run("cat/dog", "cross_entropy", 0.30, 0.60),
                         pair_run("cat/dog", "differential", 0.60, 0.80)])
     assert intervals.pairs_answer(tie).startswith("On none of the 1 class pairs")
+
+
+def theory_record(limit_k20=0.746, bound_k10=0.9790):
+    bound = {"offset": 1.07, "B": 4.66, "bound": 0.187, "holds": True}
+    return {
+        "params": {"offset": 5.0, "steps": 20000, "sweep_d": 20, "mlp_hidden": 32},
+        "metrics": {"linear": {"svm_margin": 0.5, "ce_margin": 0.2, "ce_ratio": 0.4,
+                               "ce_limit_margin": 0.25, "differential_margin": 0.5,
+                               "differential_ratio": 1.0, "final_angle_differential": 0.0,
+                               "theorem1": {"ce": bound, "ce_limit": {**bound, "holds": False}}},
+                    "network": {loss: {"train_accuracy": 1.0, "input_margin_min": 0.05,
+                                       "input_margin_median": 0.4}
+                                for loss in ("cross_entropy", "differential")},
+                    "provenance": {"git_revision": "0123456789abcdef-dirty"}},
+        "remark1": [{"subspace_dim": 10, "offset": 0.0, "ce_limit_ratio": 1.0, "theorem1_bound_ratio": 1.0},
+                    {"subspace_dim": 10, "offset": 3.0, "ce_limit_ratio": 0.978, "theorem1_bound_ratio": bound_k10},
+                    {"subspace_dim": 20, "offset": 3.0, "ce_limit_ratio": limit_k20, "theorem1_bound_ratio": 1.0}]}
+
+
+def test_the_theory_block_quotes_the_record():
+    text = theory.block(theory_record())
+    assert "| cross-entropy limit (augmented SVM) | 0.250 (50%) |" in text  # 0.25 / 0.5
+    assert "the bound holds: yes / no" in text
+    assert "lowest over the offsets, is 97.8% for k = 10, 74.6% for k = 20" in text
+    assert "within 0.10 points for k < 20" in text  # |0.979 - 0.978|, k = d left out
+    assert "the limit falls to 74.6%" in text
+    assert "revision 0123456789 with uncommitted changes" in text
+    assert "within 0.50 points" in theory.block(theory_record(bound_k10=0.983))
+
+
+def test_the_theory_record_needs_the_stage_outputs(tmp_path):
+    with pytest.raises(DataError, match="metrics/theory.json: not found; run `dvc repro theory`"):
+        theory.save(tmp_path)

@@ -7,22 +7,23 @@ fooling radius under the paper's PGD and the worst case, for the runs that kept 
 ``docs/figures/study_runs.csv`` (the airplane/horse study). From them it writes the per-pair
 table, the across-pair tests and the per-image (McNemar) tests as CSVs, the claim, test,
 mechanism and per-image sections of ``docs/classpairs/classpairs.md``, and every block between
-``<!-- generated: NAME -->`` and ``<!-- /generated -->`` in README.md and docs/classpairs.md
-(NAME: verdict, classpairs-*, study-table, study-runs, study-findings, intervals, intervals-pairs, fig2,
-intervention), also in docs/results.md and docs/fig2.md. A record that does not exist yet (its
-grid has not run) makes its block say so. A file whose text would not change is not written.
+``<!-- generated: NAME -->`` and ``<!-- /generated -->`` in README.md, docs/classpairs.md,
+docs/results.md, docs/fig2.md and docs/pipeline.md (NAME: verdict, classpairs-*, study-table,
+study-runs, study-findings, intervals, intervals-pairs, fig2, intervention, theory). A record that
+does not exist yet (its grid has not run) makes its block say so. A file whose text would not change is not written.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 
 import pandas as pd
 
 from difftrain.core.errors import DataError
-from difftrain.report import airplane_horse, crossrun, fig2, intervals, paired, verdict
+from difftrain.report import airplane_horse, crossrun, fig2, intervals, paired, theory, verdict
 from difftrain.report.tables import read_table
 
 FOLDER = Path("docs/classpairs")
@@ -40,7 +41,7 @@ FIG2_RUNS = Path("docs/fig2/fig2_runs.csv")  # difftrain study --by fig2
 INTERVENTION_RUNS, INTERVENTION_TESTS = (Path("docs/intervention/intervention_runs.csv"),
                                          Path("docs/intervention/intervention_tests.csv"))
 QUOTING = (Path("README.md"), Path("docs/classpairs.md"), Path("docs/results.md"),
-           Path("docs/fig2.md"))
+           Path("docs/fig2.md"), Path("docs/pipeline.md"))
 BLOCK = re.compile(r"(<!-- generated: ([a-z0-9-]+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 
 
@@ -132,6 +133,9 @@ def pages(repo: Path) -> dict[Path, str]:
                              "grids/intervals.yaml (the study-grade setting) has not run yet; each run's default-setting intervals are in its metrics/certify.json.\n")
                             + ("\n" + intervals.pairs_answer(pair_certify) + "\n"
                                if pair_certify is not None else "")),
+              "theory": (theory.block(json.loads((repo / theory.RECORD).read_text(encoding="utf-8")))
+                         if (repo / theory.RECORD).exists() else
+                         "No theory record yet: `dvc repro theory && difftrain report --theory`.\n"),
               "intervals-pairs": (intervals.pairs_table(pair_certify) if pair_certify is not None
                                   else "grids/classpairs-certify.yaml has not run yet.\n"),
               "fig2": ("\n".join(fig2.verdict_lines(fig2_runs)) + "\n" if fig2_runs is not None
@@ -244,9 +248,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repo", default=".")
+    parser.add_argument("--theory", action="store_true",
+                        help="first copy the theory stage's outputs into docs/ (after `dvc repro theory`)")
     args = parser.parse_args(argv)
     try:
-        written = write(Path(args.repo))
+        copied = theory.save(Path(args.repo)) if args.theory else []
+        written = copied + write(Path(args.repo))
     except DataError as exc:
         raise SystemExit(f"error: {exc}")
     print(f"wrote {len(written)} file(s)" + (": " + ", ".join(map(str, written)) if written else ""))
