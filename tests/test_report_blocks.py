@@ -192,3 +192,22 @@ def test_the_theory_block_quotes_the_record():
 def test_the_theory_record_needs_the_stage_outputs(tmp_path):
     with pytest.raises(DataError, match="metrics/theory.json: not found; run `dvc repro theory`"):
         theory.save(tmp_path)
+
+
+def test_the_default_model_check_compares_only_runs_of_one_cpu_kind_and_thread_count():
+    def run(classes, seed, threads, accuracy, **extra):
+        return {"data.classes": classes, "seed": seed, "cpu_capability": "AVX512",
+                "torch_threads": threads, "clean_test_accuracy": accuracy, "worst_test_eps2": 0.5,
+                "components_99": math.nan, **extra}
+    before = pd.DataFrame([run("a/b", 0, 1, 0.90, loss="cross_entropy"),
+                           run("a/b", 1, 2, 0.80, loss="cross_entropy"),   # 2 threads: not comparable
+                           run("a/b", 0, 1, 0.10, loss="differential")])   # another loss
+    after = pd.DataFrame([run("a/b", 0, 1, 0.90, variant="standard"),
+                          run("a/b", 1, 1, 0.85, variant="standard"),
+                          run("a/b", 0, 1, 0.70, variant="rank_one")])
+    text = fig2.default_unchanged(before, after)
+    assert text.startswith("No measure of the default CE model moved: 1 pair-seeds")
+    assert "(AVX512 1 thread)" in text
+    before.loc[0, "worst_test_eps2"] = 0.49
+    assert fig2.default_unchanged(before, after).endswith("1 differ: a/b seed 0 (worst_test_eps2).")
+    assert fig2.default_unchanged(before.iloc[1:], after).startswith("No pair and seed ran in both")

@@ -250,6 +250,37 @@ def intervention_summary(runs: pd.DataFrame, tests: pd.DataFrame) -> tuple[str, 
     return verdict, numbers
 
 
+SAME_MACHINE = ["data.classes", "seed", "cpu_capability", "torch_threads"]
+
+
+def default_unchanged(before: pd.DataFrame, after: pd.DataFrame) -> str:
+    """Whether the new model options moved the default CE model: the standard runs of the
+    intervention record (``after``) against the class-pair record's CE runs (``before``) of the
+    same pair and seed on the same CPU kind and thread count, where alone the same parameters
+    give the same model. Every measure both records hold is compared exactly (nan equals nan)."""
+    old = before[before["loss"] == "cross_entropy"].dropna(subset=["cpu_capability", "torch_threads"])
+    new = after[after["variant"] == "standard"].dropna(subset=["cpu_capability", "torch_threads"])
+    measures = [c for c in MEASURES if c in old and c in new]
+    both = new.merge(old, on=SAME_MACHINE, suffixes=("_after", "_before"))
+    if both.empty:
+        return ("No pair and seed ran in both records on the same CPU kind and thread count, so "
+                "they cannot show whether the default CE model moved.")
+    moved = []
+    for row in both.to_dict("records"):
+        changed = [c for c in measures if not (row[f"{c}_after"] == row[f"{c}_before"]
+                                               or (pd.isna(row[f"{c}_after"]) and pd.isna(row[f"{c}_before"])))]
+        if changed:
+            moved.append(f"{row['data.classes']} seed {row['seed']} ({', '.join(changed)})")
+    machines = sorted({f"{c} {int(t)} thread" + ("s" if t != 1 else "")
+                       for c, t in zip(both["cpu_capability"], both["torch_threads"])})
+    where = (f"{len(both)} pair-seeds ran in both records on the same CPU kind and thread count "
+             f"({', '.join(machines)})")
+    if not moved:
+        return (f"No measure of the default CE model moved: {where}, and every measure both hold "
+                f"agrees exactly on all {len(both)} ({', '.join(measures)}).")
+    return f"The default CE model moved: {where}; {len(moved)} differ: {'; '.join(moved)}."
+
+
 def main(table: pd.DataFrame, out: Path, written: list, by: str, read=None) -> None:
     """Write the record and figure of ``--by fig2`` or ``--by intervention`` beside ``out``."""
     if table.empty:

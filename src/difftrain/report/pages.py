@@ -9,8 +9,9 @@ table, the across-pair tests and the per-image (McNemar) tests as CSVs, the clai
 mechanism and per-image sections of ``docs/classpairs/classpairs.md``, and every block between
 ``<!-- generated: NAME -->`` and ``<!-- /generated -->`` in README.md, docs/classpairs.md,
 docs/results.md, docs/fig2.md and docs/pipeline.md (NAME: verdict, classpairs-*, study-table,
-study-runs, study-findings, intervals, intervals-pairs, fig2, intervention, theory). A record that
-does not exist yet (its grid has not run) makes its block say so. A file whose text would not change is not written.
+study-runs, study-findings, intervals, intervals-pairs, fig2, fig2-unchanged, intervention,
+theory). A record that does not exist yet (its grid has not run) makes its block say so. A file
+whose text would not change is not written.
 """
 
 from __future__ import annotations
@@ -110,9 +111,10 @@ def pages(repo: Path) -> dict[Path, str]:
                     repo / PAGE)
     out[repo / PAGE] = page
     fig2_runs = _optional(repo / FIG2_RUNS)
-    intervention = None
+    intervention = intervention_runs = None
     if (repo / INTERVENTION_RUNS).exists():
-        intervention = fig2.intervention_summary(pd.read_csv(repo / INTERVENTION_RUNS),
+        intervention_runs = pd.read_csv(repo / INTERVENTION_RUNS)
+        intervention = fig2.intervention_summary(intervention_runs,
                                                  pd.read_csv(repo / INTERVENTION_TESTS))
     interval_runs = _optional(repo / INTERVAL_RUNS)
     pair_certify = _optional(repo / PAIR_CERTIFY_RUNS)
@@ -140,6 +142,9 @@ def pages(repo: Path) -> dict[Path, str]:
                                   else "grids/classpairs-certify.yaml has not run yet.\n"),
               "fig2": ("\n".join(fig2.verdict_lines(fig2_runs)) + "\n" if fig2_runs is not None
                        else "grids/fig2.yaml has not run yet.\n"),
+              "fig2-unchanged": (fig2.default_unchanged(runs, intervention_runs) + "\n"
+                                 if intervention_runs is not None else
+                                 "grids/intervention.yaml has not run yet.\n"),
               "intervention": (": ".join(intervention) + ".\n" if intervention is not None
                                else "grids/intervention.yaml has not run yet.\n")}
 
