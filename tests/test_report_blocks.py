@@ -62,13 +62,15 @@ def test_each_scheme_is_judged_against_the_paper_at_each_threshold():
         "Proposition 1 (linear phi, W = 0), full-batch GD with momentum"]
 
 
-def intervention_runs(rank_one_minus_standard):
+def intervention_runs(rank_one_minus_standard, accuracy_gaps=None):
     rows = []
     for i, d in enumerate(rank_one_minus_standard):
         pair, seed = ["a/b", "c/d", "e/f"][i % 3], i // 3
+        gap = accuracy_gaps[i] if accuracy_gaps else 0.0
         for v, shift in (("standard", 0.0), ("rank_one", d)):
             row = {"experiment": f"{v}{i}", "data.classes": pair, "seed": seed, "variant": v,
-                   "clean_test_accuracy": 0.9, "components_99": 60 if v == "standard" else 1,
+                   "clean_test_accuracy": 0.9 + (gap if v == "rank_one" else 0.0),
+                   "components_99": 60 if v == "standard" else 1,
                    "numerical_rank": 30 if v == "standard" else 1, "margin_ratio": 0.5}
             for kind in ("paper", "worst"):
                 for r in fig2.RADII:
@@ -97,6 +99,25 @@ def test_the_intervention_verdict_follows_the_paired_tests():
     few = intervention_runs([-0.05] * 6)
     verdict, _ = fig2.intervention_summary(few, fig2.intervention_tests(few))
     assert verdict == "undecided: too few pair-seeds for any test to reach 5% after Holm"
+
+
+def test_the_intervention_tests_use_matched_pair_seeds_and_give_the_interval_of_the_mean():
+    # the fourth pair-seed is 3 points more accurate as rank one: not matched, left out
+    runs = intervention_runs([-0.01, -0.02, -0.03, +0.20], accuracy_gaps=[0.02, -0.01, 0.0, 0.03])
+    tests = fig2.intervention_tests(runs)
+    assert tests["pairs"].tolist() == [3] * 6
+    # mean -0.02, sd 0.01, t(0.975, 2 df) = 4.3027: -0.02 -+ 4.3027 * 0.01 / sqrt(3)
+    assert tests["mean_difference"].tolist() == pytest.approx([-0.02] * 6)
+    assert tests["ci_low"].tolist() == pytest.approx([-0.044841] * 6, abs=1e-6)
+    assert tests["ci_high"].tolist() == pytest.approx([0.004841] * 6, abs=1e-6)
+    _, numbers = fig2.intervention_summary(runs, tests)
+    assert "within 2 points on 3 of 4, the tests' pair-seeds" in numbers
+    assert "2/255 -2.0 points (rank one higher on 0 of 3, mean -2.0 [-4.5, +0.5], Holm p" in numbers
+    # 3 pair-seeds cannot reach 5% after Holm; with 9 the same differences are undetected, and the
+    # verdict says how large a difference the intervals still allow
+    runs = intervention_runs([-0.01, -0.02, -0.03, 0.03, 0.015, 0.01, -0.04, 0.02, 0.005])
+    verdict, _ = fig2.intervention_summary(runs, fig2.intervention_tests(runs))
+    assert verdict.startswith("no difference detected (every mean difference's 95% interval within [")
 
 
 def test_the_rank_curves_are_drawn_against_optimiser_steps():
@@ -211,3 +232,15 @@ def test_the_default_model_check_compares_only_runs_of_one_cpu_kind_and_thread_c
     before.loc[0, "worst_test_eps2"] = 0.49
     assert fig2.default_unchanged(before, after).endswith("1 differ: a/b seed 0 (worst_test_eps2).")
     assert fig2.default_unchanged(before.iloc[1:], after).startswith("No pair and seed ran in both")
+
+
+def test_the_tanh_line_says_whether_its_features_are_low_rank():
+    runs = intervention_runs([0.0, 0.0])
+    tanh = runs[runs["variant"] == "standard"].assign(variant="tanh", components_99=50,
+                                                        worst_test_eps2=0.4)
+    text = fig2.tanh_line(pd.concat([runs, tanh]))
+    assert "a/b seed 0: 50 components for 99% (numerical rank 30) against 60" in text
+    assert "worst case at 2/255 40.0% against 50.0%" in text
+    assert "not low-rank at this training length" in text
+    tanh["components_99"] = 29  # fewer than half of 60
+    assert "second intervention" in fig2.tanh_line(pd.concat([runs, tanh]))

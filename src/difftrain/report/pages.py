@@ -145,7 +145,8 @@ def pages(repo: Path) -> dict[Path, str]:
               "fig2-unchanged": (fig2.default_unchanged(runs, intervention_runs) + "\n"
                                  if intervention_runs is not None else
                                  "grids/intervention.yaml has not run yet.\n"),
-              "intervention": (": ".join(intervention) + ".\n" if intervention is not None
+              "intervention": (": ".join(intervention) + ".\n\n" + fig2.tanh_line(intervention_runs) + "\n"
+                               if intervention is not None
                                else "grids/intervention.yaml has not run yet.\n")}
 
     def fill(match):
