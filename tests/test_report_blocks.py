@@ -34,6 +34,9 @@ def test_the_interval_table_and_whether_a_certificate_separates_the_losses():
     # a differential model certified above CE's worst case at 0.5/255 is certifiably more robust
     df_high = interval_run("differential", 0, [0.95, 0.05, 0, 0, 0], [0.97, 0.73, 0.49, 0.23, 0.03])
     assert "Certifiably more robust at 0.5/255" in intervals.separation(pd.DataFrame([ce, df_high]))
+    assert "Not in the record yet" not in text
+    assert "Not in the record yet (grids/intervals.yaml resumes them): positive control." in \
+        intervals.table(pd.DataFrame([ce, df]))
 
 
 def fig2_run(scheme_params, c90, c95, c99, rank=40):
