@@ -35,6 +35,9 @@ def test_the_interval_table_and_whether_a_certificate_separates_the_losses():
     df_high = interval_run("differential", 0, [0.95, 0.05, 0, 0, 0], [0.97, 0.73, 0.49, 0.23, 0.03])
     assert "Certifiably more robust at 0.5/255" in intervals.separation(pd.DataFrame([ce, df_high]))
     assert "Not in the record yet" not in text
+    assert "| nowhere | 50.0 points |" in text  # CE: certified below worst at every radius
+    closed = interval_run("cross_entropy", 8, [0.80, 0.79, 0, 0, 0], [0.80, 0.79, 0.79, 0.78, 0.72])
+    assert "| 0.5, 1/255 | 0.0 points |" in intervals.table(pd.DataFrame([closed]))
     assert "Not in the record yet (grids/intervals.yaml resumes them): positive control." in \
         intervals.table(pd.DataFrame([ce, df]))
 

@@ -35,9 +35,10 @@ def table(runs: pd.DataFrame) -> str:
         cells = [f"[{_pct(row[f'certified_test_eps{r:g}'])}, {_pct(row[f'certify_worst_test_eps{r:g}'])}]"
                  for r in RADII]
         width = row["certify_worst_test_eps0.5"] - row["certified_test_eps0.5"]
-        closed = row.get("certify_closed_at") or ""
+        closed = [f"{r:g}" for r in RADII  # both are shares of the same images: exact
+                  if round(row[f"certified_test_eps{r:g}"], 9) == round(row[f"certify_worst_test_eps{r:g}"], 9)]
         lines.append(f"| {model(row)} | " + " | ".join(cells)
-                     + f" | {closed.replace('/', ', ') or 'nowhere'}/255 | {_pct(width)} points |")
+                     + f" | {', '.join(closed) + '/255' if closed else 'nowhere'} | {_pct(width)} points |")
         decided = ", ".join(
             f"{m.replace('_', '-')} {int(row[f'certify_{m}_decided'])} of {int(row[f'certify_{m}_tried'])}"
             + (f" ({row[f'certify_{m}_seconds']:.2f} s each)"
