@@ -133,11 +133,6 @@ def _record(row: dict, name: str) -> dict:
         value = _get(row, key, "metrics/certify.json")
         record[column] = float(value) if isinstance(value, (int, float)) \
             and not isinstance(value, bool) else math.nan
-    closed = _get(row, "test.closed_at", "metrics/certify.json")
-    if isinstance(closed, str):  # exp_show may give a list as its text
-        closed = [c for c in closed.strip("[]").replace(" ", "").split(",") if c]
-    record["certify_closed_at"] = ("/".join(f"{float(e):g}" for e in closed)
-                                   if isinstance(closed, list) else "")
     for flag in FLAGS:  # exp_show gives booleans as the strings 'True' and 'False'
         record[flag] = str(_get(row, flag, "metrics/summary.json")) == "True"
     value = _get(row, "final_loss", "metrics/train.json")  # the last epoch's mean training loss
