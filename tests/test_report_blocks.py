@@ -26,7 +26,8 @@ def test_the_interval_table_and_whether_a_certificate_separates_the_losses():
     ce = interval_run("cross_entropy", 0, [0.40, 0.10, 0, 0, 0], [0.90, 0.84, 0.65, 0.28, 0.03])
     df = interval_run("differential", 0, [0.30, 0.05, 0, 0, 0], [0.85, 0.73, 0.49, 0.23, 0.03])
     control = interval_run("cross_entropy", 8, [0.06, 0.01, 0, 0, 0], [0.80, 0.79, 0.79, 0.78, 0.72])
-    text = intervals.table(pd.DataFrame([ce, df, control]))
+    text = intervals.table(pd.DataFrame([control, ce, df]))
+    assert text.index("| CE |") < text.index("| differential |") < text.index("| positive control |")
     assert "| CE | [40.0, 90.0] | [10.0, 84.0] |" in text
     assert "| positive control |" in text and "| 50.0 points |" in text  # CE's width at 0.5
     assert "crown 3 of 10 (1.50 s each)" in text and "milp 3 of 10;" in text

@@ -31,7 +31,8 @@ def table(runs: pd.DataFrame) -> str:
     lines = ["| model | " + " | ".join(f"{r:g}/255" for r in RADII) + " | closed (certified = "
              "worst) at | width at 0.5/255 |", "|" + " --- |" * (len(RADII) + 3)]
     notes = []
-    for row in runs.to_dict("records"):
+    order = {m: i for i, m in enumerate(MODELS)}
+    for row in sorted(runs.to_dict("records"), key=lambda r: order.get(model(r), len(order))):
         cells = [f"[{_pct(row[f'certified_test_eps{r:g}'])}, {_pct(row[f'certify_worst_test_eps{r:g}'])}]"
                  for r in RADII]
         width = row["certify_worst_test_eps0.5"] - row["certified_test_eps0.5"]
