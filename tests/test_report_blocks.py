@@ -186,7 +186,7 @@ def test_per_pair_certificates_separate_the_losses_only_above_the_other_models_w
     # equal numbers do not separate: certified == the other's worst case
     tie = pd.DataFrame([pair_run("cat/dog", "cross_entropy", 0.30, 0.60),
                         pair_run("cat/dog", "differential", 0.60, 0.80)])
-    assert intervals.pairs_answer(tie).startswith("On none of the 1 class pairs")
+    assert intervals.pairs_answer(tie).startswith("No certificate separates the losses on the one class pair")
 
 
 def theory_record(limit_k20=0.746, bound_k10=0.9790):

@@ -116,9 +116,9 @@ def pairs_answer(runs: pd.DataFrame) -> str:
     more = [pair for pair, ce, df in both if _separates(ce, df, r)[0]]
     less = [pair for pair, ce, df in both if _separates(ce, df, r)[1]]
     if not more and not less:
-        return (f"On none of the {len(both)} class pairs certified at {r:g}/255 does a certificate "
-                "separate the losses: each model's certified accuracy stays at or below the "
-                "other's worst case.")
+        which = "the one class pair" if len(both) == 1 else f"any of the {len(both)} class pairs"
+        return (f"No certificate separates the losses on {which} certified at {r:g}/255: each "
+                "model's certified accuracy stays at or below the other's worst case.")
     parts = [f"more robust on {', '.join(more)}" if more else "",
              f"less robust on {', '.join(less)}" if less else ""]
     return (f"At {r:g}/255, of {len(both)} class pairs, differential training is certifiably "
