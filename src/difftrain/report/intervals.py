@@ -26,6 +26,10 @@ def _pct(value) -> str:
         else f"{100 * value:.1f}"
 
 
+def _interval(row, r: float) -> str:
+    return f"[{_pct(row[f'certified_test_eps{r:g}'])}, {_pct(row[f'certify_worst_test_eps{r:g}'])}]"
+
+
 def table(runs: pd.DataFrame) -> str:
     """The intervals (Markdown), one row per model, then how they were made."""
     lines = ["| model | " + " | ".join(f"{r:g}/255" for r in RADII) + " | closed (certified = "
@@ -33,8 +37,7 @@ def table(runs: pd.DataFrame) -> str:
     notes = []
     order = {m: i for i, m in enumerate(MODELS)}
     for row in sorted(runs.to_dict("records"), key=lambda r: order.get(model(r), len(order))):
-        cells = [f"[{_pct(row[f'certified_test_eps{r:g}'])}, {_pct(row[f'certify_worst_test_eps{r:g}'])}]"
-                 for r in RADII]
+        cells = [_interval(row, r) for r in RADII]
         width = row["certify_worst_test_eps0.5"] - row["certified_test_eps0.5"]
         closed = [f"{r:g}" for r in RADII  # both are shares of the same images: exact
                   if round(row[f"certified_test_eps{r:g}"], 9) == round(row[f"certify_worst_test_eps{r:g}"], 9)]
@@ -84,10 +87,6 @@ def separation(runs: pd.DataFrame) -> str:
 
 
 PAIR_RADIUS = 0.5  # the radius grids/classpairs-certify.yaml runs CROWN and alpha-CROWN at
-
-
-def _interval(row, r: float) -> str:
-    return f"[{_pct(row[f'certified_test_eps{r:g}'])}, {_pct(row[f'certify_worst_test_eps{r:g}'])}]"
 
 
 def _separates(ce, df, r: float) -> tuple[bool, bool]:
