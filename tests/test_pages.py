@@ -23,7 +23,8 @@ def _pairs_with_both_losses(runs):
 def _copy(tmp_path):
     for path in (pages.RUNS, pages.IMAGES, pages.BUDGET, pages.STUDY_RUNS, pages.PAGE, *pages.QUOTING,
                  pages.INTERVAL_RUNS, pages.FIG2_RUNS, pages.INTERVENTION_RUNS, pages.INTERVENTION_TESTS,
-                 pages.STUDY, pages.COMPARE, pages.CORRELATIONS, pages.PAIR_CERTIFY_RUNS):
+                 pages.STUDY, pages.COMPARE, pages.CORRELATIONS, pages.PAIR_CERTIFY_RUNS,
+                 pages.PAIR_CERTIFY_GRID):
         if (REPO / path).exists():
             (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / path, tmp_path / path)
@@ -100,3 +101,11 @@ def test_every_generated_marker_in_the_pages_is_a_block_the_report_fills():
         filled = [m.group(2) for m in pages.BLOCK.finditer(text)]
         assert len(filled) == markers, f"{path}: {markers} markers, {len(filled)} blocks the report fills"
         assert all(m.group(3).strip() for m in pages.BLOCK.finditer(text)), f"{path}: an empty block"
+
+
+def test_the_planned_pairs_are_read_from_the_grid_file(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: x\ngrid:\n  - {loss: [a], data.classes: [[cat, dog]]}\n"
+                    "  - {loss: [a], data.classes: [[deer, truck], [cat, dog]]}\n")
+    assert pages.planned_pairs(grid) == ["cat/dog", "deer/truck"]
+    assert pages.planned_pairs(tmp_path / "absent.yaml") == []

@@ -180,6 +180,9 @@ def test_per_pair_certificates_separate_the_losses_only_above_the_other_models_w
     assert "| deer/truck | [70.0, 95.0] | [50.0, 69.0] | 25.0 | 19.0 | CE more robust |" in text
     assert "| airplane/horse | [40.0, 90.0] | [30.0, 90.0] | 50.0 | 60.0 | no |" in text
     assert "Left out, without both losses: bird/cat." in text
+    assert "Not run yet" not in text
+    planned = intervals.pairs_table(runs, ["cat/dog", "dog/horse", "bird/cat", "ship/truck"])
+    assert "Not run yet (2 of the grid's 4 pairs; the grid resumes them): dog/horse, ship/truck." in planned
     assert "CROWN decided 21 of 70 attempts" in text  # 7 runs x 3 of 10
     assert ("of 3 class pairs, differential training is certifiably more robust on cat/dog and "
             "less robust on deer/truck") in intervals.pairs_answer(runs)

@@ -125,9 +125,10 @@ def pairs_answer(runs: pd.DataFrame) -> str:
             + " (one model's certified accuracy above the other's worst case).")
 
 
-def pairs_table(runs: pd.DataFrame) -> str:
+def pairs_table(runs: pd.DataFrame, planned: list[str] = ()) -> str:
     """Per class pair, both losses' ``[certified, worst case]`` at 0.5/255 on the attacked test
-    images (Markdown), what the bounds decided, then ``pairs_answer``."""
+    images (Markdown), what the bounds decided, the ``planned`` pairs (``a/b``) not yet in the
+    record, then ``pairs_answer``."""
     r, (both, missing) = PAIR_RADIUS, _pairs(runs)
     lines = [f"| pair | CE at {r:g}/255 | differential at {r:g}/255 | CE width | differential width "
              "| a certificate separates them |", "|" + " --- |" * 6]
@@ -147,4 +148,8 @@ def pairs_table(runs: pd.DataFrame) -> str:
              f"{_num(runs['bound_violations'].sum())}.")
     if missing:
         notes += f" Left out, without both losses: {', '.join(missing)}."
+    absent = [pair for pair in planned if pair not in set(runs["data.classes"])]
+    if absent:
+        notes += (f" Not run yet ({len(absent)} of the grid's {len(planned)} pairs; the grid "
+                  f"resumes them): {', '.join(absent)}.")
     return "\n".join(lines) + "\n\n" + notes + "\n\n" + pairs_answer(runs) + "\n"

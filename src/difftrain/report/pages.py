@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from difftrain.core.errors import DataError
 from difftrain.report import airplane_horse, crossrun, fig2, intervals, paired, theory, verdict
@@ -38,6 +39,16 @@ STUDY_RUNS = Path("docs/figures/study_runs.csv")
 STUDY, COMPARE = Path("docs/figures/study.csv"), Path("docs/figures/compare.csv")  # difftrain study, compare
 INTERVAL_RUNS = Path("docs/intervals/intervals_runs.csv")  # difftrain study EXP... --out docs/intervals/intervals.png
 PAIR_CERTIFY_RUNS = Path("docs/intervals/pairs_runs.csv")  # difftrain study EXP... --out docs/intervals/pairs.png
+PAIR_CERTIFY_GRID = Path("grids/classpairs-certify.yaml")
+
+
+def planned_pairs(grid: Path) -> list[str]:
+    """The class pairs a grid file names (``a/b``), in its order; none where it is absent."""
+    if not grid.exists():
+        return []
+    spec = yaml.safe_load(grid.read_text(encoding="utf-8")) or {}
+    pairs = ["/".join(c) for entry in spec.get("grid", []) for c in entry.get("data.classes", [])]
+    return list(dict.fromkeys(pairs))
 FIG2_RUNS = Path("docs/fig2/fig2_runs.csv")  # difftrain study --by fig2
 INTERVENTION_RUNS, INTERVENTION_TESTS = (Path("docs/intervention/intervention_runs.csv"),
                                          Path("docs/intervention/intervention_tests.csv"))
@@ -138,7 +149,8 @@ def pages(repo: Path) -> dict[Path, str]:
               "theory": (theory.block(json.loads((repo / theory.RECORD).read_text(encoding="utf-8")))
                          if (repo / theory.RECORD).exists() else
                          "No theory record yet: `dvc repro theory && difftrain report --theory`.\n"),
-              "intervals-pairs": (intervals.pairs_table(pair_certify) if pair_certify is not None
+              "intervals-pairs": (intervals.pairs_table(pair_certify, planned_pairs(repo / PAIR_CERTIFY_GRID))
+                                  if pair_certify is not None
                                   else "grids/classpairs-certify.yaml has not run yet.\n"),
               "fig2": ("\n".join(fig2.verdict_lines(fig2_runs)) + "\n" if fig2_runs is not None
                        else "grids/fig2.yaml has not run yet.\n"),
