@@ -63,6 +63,14 @@ def _num(value) -> str:
     return "n/a" if isinstance(value, float) and math.isnan(value) else f"{value:g}"
 
 
+def _separates(ce, df, r: float) -> tuple[bool, bool]:
+    """(differential certifiably more robust, certifiably less robust) than CE at radius ``r``:
+    one model's certified accuracy above the other's worst case on the same images. A missing
+    (nan) number separates nothing."""
+    return (df[f"certified_test_eps{r:g}"] > ce[f"certify_worst_test_eps{r:g}"],
+            ce[f"certified_test_eps{r:g}"] > df[f"certify_worst_test_eps{r:g}"])
+
+
 def separation(runs: pd.DataFrame) -> str:
     """One line: is differential training certifiably more or less robust than CE anywhere?
     More at a radius where its certified accuracy exceeds CE's worst case; less where CE's
@@ -71,8 +79,8 @@ def separation(runs: pd.DataFrame) -> str:
     if "CE" not in by or "differential" not in by:
         return "Whether a certificate separates the losses: needs both the CE and the differential run."
     ce, df = by["CE"], by["differential"]
-    more = [r for r in RADII if df[f"certified_test_eps{r:g}"] > ce[f"certify_worst_test_eps{r:g}"]]
-    less = [r for r in RADII if ce[f"certified_test_eps{r:g}"] > df[f"certify_worst_test_eps{r:g}"]]
+    more = [r for r in RADII if _separates(ce, df, r)[0]]
+    less = [r for r in RADII if _separates(ce, df, r)[1]]
     if not more and not less:
         return ("Is differential training certifiably more or less robust than CE? At no radius: "
                 "on airplane/horse each model's certified accuracy stays below the other's worst "
@@ -87,14 +95,6 @@ def separation(runs: pd.DataFrame) -> str:
 
 
 PAIR_RADIUS = 0.5  # the radius grids/classpairs-certify.yaml runs CROWN and alpha-CROWN at
-
-
-def _separates(ce, df, r: float) -> tuple[bool, bool]:
-    """(differential certifiably more robust, certifiably less robust) than CE at radius ``r``:
-    one model's certified accuracy above the other's worst case on the same images. A missing
-    (nan) number separates nothing."""
-    return (df[f"certified_test_eps{r:g}"] > ce[f"certify_worst_test_eps{r:g}"],
-            ce[f"certified_test_eps{r:g}"] > df[f"certify_worst_test_eps{r:g}"])
 
 
 def _pairs(runs: pd.DataFrame):
