@@ -13,7 +13,17 @@ A row keeps only points whose objective is below the margin, and HiGHS stops at 
 solution. So: no solution ("infeasible with the margin") certifies the image;
 a solution is re-scored on the float32 network, and if it fools it, it is an adversarial
 example (which also lowers the worst case); what the node budget (a count, not a clock: the
-same answer on any machine) leaves is undecided. The margin is HiGHS's feasibility tolerance
+same answer on any machine) leaves is undecided.
+
+What bounds an attempt's work: HiGHS overrides ``simplex_iteration_limit`` inside its MIP search
+(each LP relaxation sets its own limit), so that option bounds nothing here. Two of its defaults
+made one attempt run without a bound the node count sees: after a root restart the cut rounds
+are uncapped, and the RENS and RINS sub-MIPs dive on their own (on the paper's CNN a RENS inside
+a RENS ran past 10 minutes on one image, after 200 s of root cuts). With restarts and both sub-MIPs off, the root runs
+at most 2 sqrt(binaries) cut rounds (``HighsMipSolverData::evaluateRootNode``), each LP
+re-solve is capped by HiGHS at max(10,000, 10x the root LP's iterations), and the search stops
+at ``nodes``: a work bound that grows with the model, not with the machine.
+ The margin is HiGHS's feasibility tolerance
 (1e-9 here) times the magnitude of the sums (``rounding.float64_magnitude``): a row violated
 by that much, carried through the network's ``|W|`` chain, moves the objective by at most that.
 """
@@ -31,10 +41,11 @@ import torch
 from difftrain.certify.bounds import DTYPE, Affine
 
 TOLERANCE = 1e-9  # HiGHS's primal and MIP feasibility tolerance here (its defaults: 1e-7, 1e-6)
-# Simplex iterations per attempt, a count like the node budget: on the paper's CNN at 0.5/255
-# (about 1,000 to 2,300 unstable ReLUs an image) the root LP alone ran past 78,000 iterations
-# (240 s on a shared core) without finishing, so an attempt stops here, undecided
-LP_ITERATIONS = 100_000
+# What bounds an attempt (module docstring): HiGHS's options, fixed, so the answer repeats
+OPTIONS = {"output_flag": False, "threads": 1, "random_seed": 0,
+           "mip_allow_restart": False, "mip_heuristic_run_rens": False,
+           "mip_heuristic_run_rins": False,
+           "primal_feasibility_tolerance": TOLERANCE, "mip_feasibility_tolerance": TOLERANCE}
 INF = math.inf
 
 
@@ -156,14 +167,12 @@ class Encoder:
             kinds[j] = highspy.HighsVarType.kInteger
         lp.integrality_ = kinds  # one assignment: the binding returns a copy to index into
         solver = highspy.Highs()
-        for option, value in (("output_flag", False), ("threads", 1), ("random_seed", 0),
-                              ("mip_max_nodes", int(nodes)),
-                              ("simplex_iteration_limit", LP_ITERATIONS),
-                              ("primal_feasibility_tolerance", TOLERANCE),
-                              ("mip_feasibility_tolerance", TOLERANCE),
-                              ("mip_max_improving_sols", 1 if first else 2 ** 31 - 1),
-                              ("mip_rel_gap", 1e-4 if first else 0.0)):
-            solver.setOptionValue(option, value)
+        options = {**OPTIONS, "mip_max_nodes": int(nodes),
+                   "mip_max_improving_sols": 1 if first else 2 ** 31 - 1,
+                   "mip_rel_gap": 1e-4 if first else 0.0}
+        for option, value in options.items():
+            if solver.setOptionValue(option, value) != highspy.HighsStatus.kOk:
+                raise RuntimeError(f"HiGHS refused option {option}={value!r}")
         solver.passModel(lp)
         solver.run()
         status = solver.getModelStatus()
