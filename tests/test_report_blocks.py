@@ -186,6 +186,15 @@ def test_per_pair_certificates_separate_the_losses_only_above_the_other_models_w
     assert "CROWN decided 21 of 70 attempts" in text  # 7 runs x 3 of 10
     assert ("of 3 class pairs, differential training is certifiably more robust on cat/dog and "
             "less robust on deer/truck") in intervals.pairs_answer(runs)
+    # certified lower on deer/truck and airplane/horse, higher on cat/dog: P(X <= 1 | 3, 1/2) = 1/2,
+    # two-sided 1
+    assert ("differential against CE: lower on 2, higher on 1, equal on 0 of 3 pairs (two-sided "
+            "sign test on the pairs that differ, p 1)") in text
+    four = pd.DataFrame([pair_run(p, loss, c, 0.9) for p in ("a/b", "c/d", "e/f", "g/h")
+                         for loss, c in (("cross_entropy", 0.5), ("differential", 0.2))])
+    assert "lower on 4, higher on 0, equal on 0 of 4 pairs" in intervals.pairs_table(four)
+    # 2 x (1/2)^4 = 0.125; certified 20 - 50, worst 90 - 90
+    assert "p 0.12); median difference -30.0 points certified, +0.0 points worst case." in intervals.pairs_table(four)
     # equal numbers do not separate: certified == the other's worst case
     tie = pd.DataFrame([pair_run("cat/dog", "cross_entropy", 0.30, 0.60),
                         pair_run("cat/dog", "differential", 0.60, 0.80)])
