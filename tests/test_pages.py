@@ -4,8 +4,10 @@ per-pair CSV gives, and they follow that CSV when it changes."""
 import shutil
 
 import pandas as pd
+import pytest
 
 from conftest import REPO
+from difftrain.core.errors import DataError
 from difftrain.report import pages
 
 
@@ -109,3 +111,13 @@ def test_the_planned_pairs_are_read_from_the_grid_file(tmp_path):
                     "  - {loss: [a], data.classes: [[deer, truck], [cat, dog]]}\n")
     assert pages.planned_pairs(grid) == ["cat/dog", "deer/truck"]
     assert pages.planned_pairs(tmp_path / "absent.yaml") == []
+
+
+def test_a_certify_record_of_the_other_study_mode_is_named_not_a_traceback(tmp_path):
+    # `difftrain study --by classes --out docs/intervals/pairs.png` writes a table of another
+    # shape under the same name: the report says which file and which columns, before writing
+    _copy(tmp_path)
+    runs = pd.read_csv(tmp_path / pages.PAIR_CERTIFY_RUNS)
+    runs.drop(columns=["certified_test_eps0.5"]).to_csv(tmp_path / pages.PAIR_CERTIFY_RUNS, index=False)
+    with pytest.raises(DataError, match=r"pairs_runs.csv: missing column\(s\) certified_test_eps0.5;"):
+        pages.write(tmp_path)

@@ -14,6 +14,12 @@ from scipy import stats
 RADII = (0.5, 1, 2, 4, 8)
 METHODS = ("crown", "alpha_crown", "milp")
 MODELS = ("CE", "differential", "positive control")  # grids/intervals.yaml's three
+# what the records must hold: `difftrain study` without --by writes them (--by classes writes
+# another table under the same name)
+RECORD_COLUMNS = (["loss", "certified_but_fooled", "bound_violations", "certify_unstable_eps0_5"]
+                  + [f"{k}_test_eps{r:g}" for r in RADII for k in ("certified", "certify_worst")]
+                  + [f"certify_{m}_{k}" for m in ("crown", "alpha_crown") for k in ("tried", "decided")])
+PAIR_COLUMNS = RECORD_COLUMNS + ["data.classes"]
 
 
 def model(row) -> str:

@@ -87,9 +87,9 @@ def _section(text: str, heading_start: str, new: str, where: Path) -> str:
     return text[:start] + new + ("\n" + text[end:] if end >= 0 else "\n")
 
 
-def _optional(path: Path) -> pd.DataFrame | None:
-    """A record that exists once its grid has run (None before)."""
-    return pd.read_csv(path) if path.exists() else None
+def _optional(path: Path, columns: list[str] = ()) -> pd.DataFrame | None:
+    """A record that exists once its grid has run (None before), with at least ``columns``."""
+    return read_table(path, list(columns)) if path.exists() else None
 
 
 def record(repo: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -127,8 +127,8 @@ def pages(repo: Path) -> dict[Path, str]:
         intervention_runs = pd.read_csv(repo / INTERVENTION_RUNS)
         intervention = fig2.intervention_summary(intervention_runs,
                                                  pd.read_csv(repo / INTERVENTION_TESTS))
-    interval_runs = _optional(repo / INTERVAL_RUNS)
-    pair_certify = _optional(repo / PAIR_CERTIFY_RUNS)
+    interval_runs = _optional(repo / INTERVAL_RUNS, intervals.RECORD_COLUMNS)
+    pair_certify = _optional(repo / PAIR_CERTIFY_RUNS, intervals.PAIR_COLUMNS)
     correlations = _optional(repo / CORRELATIONS)
     summary, compare = pd.read_csv(repo / STUDY), pd.read_csv(repo / COMPARE)
     blocks = {"study-table": airplane_horse.study_table(summary, study),
