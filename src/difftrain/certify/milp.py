@@ -17,15 +17,16 @@ same answer on any machine) leaves is undecided.
 
 What bounds an attempt's work: HiGHS overrides ``simplex_iteration_limit`` inside its MIP search
 (each LP relaxation sets its own limit), so that option bounds nothing here. Two of its defaults
-made one attempt run without a bound the node count sees: after a root restart the cut rounds
-are uncapped, and the RENS and RINS sub-MIPs dive on their own (on the paper's CNN a RENS inside
-a RENS ran past 10 minutes on one image, after 200 s of root cuts). With restarts and both sub-MIPs off, the root runs
-at most 2 sqrt(binaries) cut rounds (``HighsMipSolverData::evaluateRootNode``), each LP
-re-solve is capped by HiGHS at max(10,000, 10x the root LP's iterations), and the search stops
-at ``nodes``: a work bound that grows with the model, not with the machine.
- The margin is HiGHS's feasibility tolerance
-(1e-9 here) times the magnitude of the sums (``rounding.float64_magnitude``): a row violated
-by that much, carried through the network's ``|W|`` chain, moves the objective by at most that.
+let an attempt run past what the node count sees: after a root restart the cut rounds are
+uncapped, and the RENS and RINS sub-MIPs dive on their own (on the paper's CNN a RENS inside a
+RENS ran past 10 minutes on one image, after 200 s of root cuts). With restarts and both
+sub-MIPs off, the root runs at most 2 sqrt(binaries) cut rounds
+(``HighsMipSolverData::evaluateRootNode``), each LP re-solve is capped by HiGHS at
+max(10,000, 10x the root LP's iterations), and the search stops at ``nodes``: a work bound that
+grows with the model, not with the machine.
+
+The margin is HiGHS's feasibility tolerance (1e-9 here) times the magnitude of the sums
+(``rounding.float64_magnitude``): a row violated by that much, carried through the network's ``|W|`` chain, moves the objective by at most that.
 """
 
 from __future__ import annotations

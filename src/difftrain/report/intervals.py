@@ -169,8 +169,8 @@ def certified_direction(both: list) -> str:
     the median differences of both ends of the interval. It reads what the bounds prove on each
     model; which model is more robust is the worst case's question."""
     r = PAIR_RADIUS
-    gaps = pd.DataFrame([{end: df[f"{key}_test_eps{r:g}"] - ce[f"{key}_test_eps{r:g}"]
-                          for end, key in (("certified", "certified"), ("worst", "certify_worst"))}
+    gaps = pd.DataFrame([{"certified": df[f"certified_test_eps{r:g}"] - ce[f"certified_test_eps{r:g}"],
+                          "worst": df[f"certify_worst_test_eps{r:g}"] - ce[f"certify_worst_test_eps{r:g}"]}
                          for _, ce, df in both], columns=["certified", "worst"]).dropna()
     lower, higher = int((gaps["certified"] < 0).sum()), int((gaps["certified"] > 0).sum())
     if not lower + higher:

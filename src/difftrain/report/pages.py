@@ -40,15 +40,6 @@ STUDY, COMPARE = Path("docs/figures/study.csv"), Path("docs/figures/compare.csv"
 INTERVAL_RUNS = Path("docs/intervals/intervals_runs.csv")  # difftrain study EXP... --out docs/intervals/intervals.png
 PAIR_CERTIFY_RUNS = Path("docs/intervals/pairs_runs.csv")  # difftrain study EXP... --out docs/intervals/pairs.png
 PAIR_CERTIFY_GRID = Path("grids/classpairs-certify.yaml")
-
-
-def planned_pairs(grid: Path) -> list[str]:
-    """The class pairs a grid file names (``a/b``), in its order; none where it is absent."""
-    if not grid.exists():
-        return []
-    spec = yaml.safe_load(grid.read_text(encoding="utf-8")) or {}
-    pairs = ["/".join(c) for entry in spec.get("grid", []) for c in entry.get("data.classes", [])]
-    return list(dict.fromkeys(pairs))
 FIG2_RUNS = Path("docs/fig2/fig2_runs.csv")  # difftrain study --by fig2
 INTERVENTION_RUNS, INTERVENTION_TESTS = (Path("docs/intervention/intervention_runs.csv"),
                                          Path("docs/intervention/intervention_tests.csv"))
@@ -77,6 +68,15 @@ def tests_summary(tests: pd.DataFrame) -> str:
     return (f"Differential minus CE test accuracy across the {n} class pairs with both losses "
             f"(`difftrain report`, from {RUNS}; seed means; bootstrap 95% interval of the mean "
             f"over pairs in brackets):\n" + "\n".join(lines) + "\n")
+
+
+def planned_pairs(grid: Path) -> list[str]:
+    """The class pairs a grid file names (``a/b``), in its order; none where it is absent."""
+    if not grid.exists():
+        return []
+    spec = yaml.safe_load(grid.read_text(encoding="utf-8")) or {}
+    pairs = ["/".join(c) for entry in spec.get("grid", []) for c in entry.get("data.classes", [])]
+    return list(dict.fromkeys(pairs))
 
 
 def _section(text: str, heading_start: str, new: str, where: Path) -> str:
